@@ -35,8 +35,8 @@ def _fix_imports(text: str) -> str:
 
 
 def generate(dest: Path) -> None:
-    from grpc_tools import protoc  # imported late: only this script needs it
     import grpc_tools
+    from grpc_tools import protoc  # imported late: only this script needs it
 
     version = getattr(grpc_tools, "__version__", None)
     if version is None:
@@ -64,9 +64,7 @@ def generate(dest: Path) -> None:
     for path in dest.iterdir():
         if path.suffix in {".py", ".pyi"}:
             path.write_text(_fix_imports(path.read_text()))
-    (dest / "__init__.py").write_text(
-        '"""Generated from protos/ by scripts/gen_protos.py. Do not edit."""\n'
-    )
+    (dest / "__init__.py").write_text('"""Generated from protos/ by scripts/gen_protos.py. Do not edit."""\n')
 
 
 def main() -> int:

@@ -23,7 +23,11 @@ SDK_PACKAGE = "dapr.ext.workflow._durabletask.internal"
 
 def _dump(package: str) -> dict[str, dict[str, object]]:
     out = subprocess.run(
-        [sys.executable, str(DUMP), package], check=True, capture_output=True, text=True, cwd=ROOT,
+        [sys.executable, str(DUMP), package],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     result: dict[str, dict[str, object]] = json.loads(out.stdout)

@@ -1,0 +1,78 @@
+"""The Engine: wires store, streams, turns and dispatchers; starts and stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import timedelta
+
+from backend.config import Config
+from backend.domain.events import utcnow
+from backend.engine.activities import ActivityRuns
+from backend.engine.dispatcher import Dispatcher
+from backend.engine.instances import Instances
+from backend.engine.notify import Notifier
+from backend.engine.streams import StreamHub
+from backend.engine.turns import WorkflowTurns
+from backend.store.base import Store
+
+log = logging.getLogger("backend.engine")
+
+
+class Engine:
+    def __init__(self, *, store: Store, config: Config, app_ids: list[str]) -> None:
+        self.store = store
+        self.config = config
+        self.owner = f"server-{uuid.uuid4().hex[:12]}"
+        self.notifier = Notifier()
+        self.hub = StreamHub(
+            max_workflows_per_stream=config.max_workflows_per_stream,
+            max_activities_per_stream=config.max_activities_per_stream,
+        )
+        self.hub.on_capacity(self.notifier.wake)
+        self.instances = Instances(store=store, notifier=self.notifier, config=config)
+        turns = WorkflowTurns(store=store, hub=self.hub, notifier=self.notifier, config=config)
+        activities = ActivityRuns(store=store, hub=self.hub, notifier=self.notifier, config=config)
+        self._dispatchers = [
+            Dispatcher(
+                app_id,
+                owner=self.owner,
+                store=store,
+                hub=self.hub,
+                notifier=self.notifier,
+                turns=turns,
+                activities=activities,
+                config=config,
+            )
+            for app_id in app_ids
+        ]
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        for dispatcher in self._dispatchers:
+            self._loops.append(asyncio.create_task(dispatcher.run(), name=f"dispatcher-{dispatcher.app_id}"))
+        self._loops.append(asyncio.create_task(self._renew_leases(), name="lease-renewal"))
+
+    async def _renew_leases(self) -> None:
+        interval = self.config.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.store.renew_leases(
+                    self.owner, until=utcnow() + timedelta(seconds=self.config.lease_seconds)
+                )
+            except Exception:
+                log.exception("lease renewal failed; retrying in %.0fs", interval)
+
+    async def stop(self) -> None:
+        """Stop dispatching; in-flight work is abandoned and stays in the store."""
+        self.hub.close_all()
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        for dispatcher in self._dispatchers:
+            await dispatcher.drain()

@@ -1,0 +1,52 @@
+"""In-process wake-ups: dispatchers wait for new work, client waits for an
+instance to change. Both also poll, so changes made by other server
+processes sharing the store are seen too."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+
+from backend.domain.model import InstanceKey
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._work: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self._watchers: dict[InstanceKey, set[asyncio.Event]] = defaultdict(set)
+
+    # -- dispatchers -----------------------------------------------------------
+
+    def wake(self, app_id: str | None = None) -> None:
+        """New work may exist for the app (None: for every app)."""
+        if app_id is None:
+            for event in self._work.values():
+                event.set()
+        else:
+            self._work[app_id].set()
+
+    async def wait_for_work(self, app_id: str, timeout: float) -> None:
+        event = self._work[app_id]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        event.clear()
+
+    # -- instance watchers -----------------------------------------------------
+
+    def changed(self, key: InstanceKey) -> None:
+        for event in self._watchers.get(key, ()):
+            event.set()
+
+    async def wait_change(self, key: InstanceKey, timeout: float) -> None:
+        event = asyncio.Event()
+        self._watchers[key].add(event)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            watchers = self._watchers.get(key)
+            if watchers is not None:
+                watchers.discard(event)
+                if not watchers:
+                    del self._watchers[key]

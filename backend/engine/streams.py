@@ -1,0 +1,189 @@
+"""Connected GetWorkItems streams, per app ID, and the completion rendezvous.
+
+A dispatched work item is a Pending entry keyed by its completion token. The
+worker's Complete* RPC resolves it with the response and then waits until the
+turn has committed (or failed), so the worker learns the outcome of its call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from backend._proto import orchestrator_service_pb2 as spb
+from backend.errors import FailedPrecondition, NotFound
+
+
+class StreamGone(Exception):
+    """The stream a work item was sent on disconnected before it completed."""
+
+
+@dataclass(eq=False)
+class WorkerStream:
+    app_id: str
+    stateful: bool  # WORKER_CAPABILITY_STATEFUL_HISTORY
+    health_ping: bool
+    id: int = 0
+    queue: asyncio.Queue[spb.WorkItem | None] = field(default_factory=asyncio.Queue)
+    workflows: int = 0  # in flight
+    activities: int = 0
+    warm: dict[str, int] = field(default_factory=dict)  # instance id -> events the worker caches
+    pending: set[str] = field(default_factory=set)  # completion tokens
+    closed: bool = False
+
+
+@dataclass(eq=False)
+class Pending:
+    token: str
+    stream: WorkerStream
+    kind: str  # "workflow" | "activity"
+    instance_id: str
+    task_id: int = -1
+    response: asyncio.Future[object] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    outcome: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def __post_init__(self) -> None:
+        # The worker's RPC may be gone before the outcome is known; never warn about it.
+        self.outcome.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+
+
+class StreamHub:
+    def __init__(self, *, max_workflows_per_stream: int, max_activities_per_stream: int) -> None:
+        self._streams: dict[str, list[WorkerStream]] = {}
+        self._pending: dict[str, Pending] = {}
+        self._ids = itertools.count(1)
+        self._max_wf = max_workflows_per_stream
+        self._max_act = max_activities_per_stream
+        self._listeners: list[Callable[[str], None]] = []
+
+    # -- connections --------------------------------------------------------
+
+    def on_capacity(self, listener: Callable[[str], None]) -> None:
+        """Called with an app ID whenever a stream connects or frees a slot."""
+        self._listeners.append(listener)
+
+    def _signal(self, app_id: str) -> None:
+        for listener in self._listeners:
+            listener(app_id)
+
+    def connect(self, app_id: str, capabilities: list[int]) -> WorkerStream:
+        stream = WorkerStream(
+            app_id=app_id,
+            stateful=spb.WORKER_CAPABILITY_STATEFUL_HISTORY in capabilities,
+            health_ping=spb.WORKER_CAPABILITY_HEALTH_PING in capabilities,
+            id=next(self._ids),
+        )
+        self._streams.setdefault(app_id, []).append(stream)
+        self._signal(app_id)
+        return stream
+
+    def disconnect(self, stream: WorkerStream) -> None:
+        """Everything in flight on the stream fails with StreamGone and is re-dispatched."""
+        stream.closed = True
+        peers = self._streams.get(stream.app_id, [])
+        if stream in peers:
+            peers.remove(stream)
+        for token in list(stream.pending):
+            pending = self._pending.pop(token, None)
+            if pending is not None and not pending.response.done():
+                pending.response.set_exception(StreamGone(f"stream {stream.id} disconnected"))
+        stream.pending.clear()
+        stream.queue.put_nowait(None)
+
+    def close_all(self) -> None:
+        for streams in list(self._streams.values()):
+            for stream in list(streams):
+                self.disconnect(stream)
+
+    def connected(self, app_id: str) -> bool:
+        return bool(self._streams.get(app_id))
+
+    def capacity(self, app_id: str, kind: str) -> int:
+        streams = self._streams.get(app_id, [])
+        if kind == "workflow":
+            return sum(max(0, self._max_wf - s.workflows) for s in streams)
+        return sum(max(0, self._max_act - s.activities) for s in streams)
+
+    def pick(self, app_id: str, kind: str, instance_id: str = "") -> WorkerStream | None:
+        """A stream with a free slot: the one warm for the instance, else the least loaded."""
+        streams = self._streams.get(app_id, [])
+        if kind == "workflow":
+            free = [s for s in streams if s.workflows < self._max_wf]
+            warm = [s for s in free if instance_id in s.warm]
+            if warm:
+                return warm[0]
+            return min(free, key=lambda s: s.workflows, default=None)
+        free = [s for s in streams if s.activities < self._max_act]
+        return min(free, key=lambda s: s.activities, default=None)
+
+    # -- dispatch and completion -------------------------------------------
+
+    def send(
+        self, stream: WorkerStream, item: spb.WorkItem, *, kind: str, instance_id: str, task_id: int = -1
+    ) -> Pending:
+        token = uuid.uuid4().hex
+        item.completionToken = token
+        pending = Pending(token=token, stream=stream, kind=kind, instance_id=instance_id, task_id=task_id)
+        self._pending[token] = pending
+        stream.pending.add(token)
+        if kind == "workflow":
+            stream.workflows += 1
+        else:
+            stream.activities += 1
+        stream.queue.put_nowait(item)
+        return pending
+
+    def finish(self, pending: Pending) -> None:
+        """Release the slot a dispatched item held (after commit, abandon or disconnect)."""
+        self._pending.pop(pending.token, None)
+        stream = pending.stream
+        stream.pending.discard(pending.token)
+        if pending.kind == "workflow":
+            stream.workflows -= 1
+        else:
+            stream.activities -= 1
+        if not stream.closed:
+            self._signal(stream.app_id)
+
+    def claim(self, app_id: str, kind: str, token: str, instance_id: str, task_id: int = -1) -> Pending:
+        """Find the pending item a completion answers. Empty tokens match by instance (and task)."""
+        if token:
+            pending = self._pending.get(token)
+            if pending is None:
+                raise NotFound(
+                    f"no {kind} work item is waiting for completion token '{token}'; it completed "
+                    "already, or was re-dispatched after its stream disconnected"
+                )
+        else:
+            pending = next(
+                (
+                    p
+                    for p in self._pending.values()
+                    if p.kind == kind
+                    and p.stream.app_id == app_id
+                    and p.instance_id == instance_id
+                    and (kind == "workflow" or p.task_id == task_id)
+                    and not p.response.done()
+                ),
+                None,
+            )
+            if pending is None:
+                what = f"instance '{instance_id}'" + (f" task {task_id}" if kind == "activity" else "")
+                raise NotFound(f"no {kind} work item is in flight for {what} on app '{app_id}'")
+        if pending.kind != kind or pending.stream.app_id != app_id:
+            raise FailedPrecondition(
+                f"completion token '{token}' belongs to a different work item kind or app"
+            )
+        if pending.instance_id != instance_id and instance_id:
+            raise FailedPrecondition(
+                f"completion token '{pending.token}' was issued for instance '{pending.instance_id}', "
+                f"not '{instance_id}'"
+            )
+        if pending.response.done():
+            raise NotFound(f"work item with completion token '{pending.token}' was already completed")
+        return pending

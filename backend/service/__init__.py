@@ -1,0 +1,1 @@
+"""The gRPC layer: translates TaskHubSidecarService calls to engine calls and back."""

@@ -1,0 +1,193 @@
+"""Client RPCs: start, query, wait, raise, terminate, suspend, resume, purge,
+list, history. Each decodes its request, calls engine.Instances, encodes."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import wrappers_pb2
+
+from backend._proto import orchestration_pb2 as opb
+from backend._proto import orchestrator_service_pb2 as spb
+from backend.domain import events as ev
+from backend.domain import validate
+from backend.domain.model import InstanceKey
+from backend.engine.instances import Instances, Predicate, finished, new_id, started
+from backend.errors import InvalidArgument, Unimplemented
+from backend.service.status import Ctx, grpc_errors
+from backend.store.base import InstanceFilter
+
+_DEFAULT_PAGE = 100
+_MAX_PAGE = 10_000
+
+
+class ClientRpcs:
+    def __init__(self, app_id: str, instances: Instances) -> None:
+        self._app = app_id
+        self._instances = instances
+
+    def _key(self, instance_id: str, router: opb.TaskRouter | None) -> InstanceKey:
+        """Requests act on the listener's app unless they carry router.targetAppID."""
+        app = self._app
+        if router is not None and router.targetAppID:
+            app = validate.app_id(router.targetAppID)
+        return InstanceKey(app, validate.existing_instance_id(instance_id))
+
+    @staticmethod
+    def _router(request: object) -> opb.TaskRouter | None:
+        return request.router if request.HasField("router") else None  # type: ignore[attr-defined]
+
+    async def StartInstance(
+        self, request: spb.CreateInstanceRequest, context: Ctx
+    ) -> spb.CreateInstanceResponse:
+        async with grpc_errors(context, "StartInstance"):
+            instance_id = validate.new_instance_id(request.instanceId) if request.instanceId else new_id()
+            key = self._key(instance_id, self._router(request))
+            start_at = (
+                ev.from_ts(request.scheduledStartTimestamp)
+                if request.HasField("scheduledStartTimestamp")
+                else None
+            )
+            await self._instances.start(
+                key,
+                name=request.name,
+                source_app=self._app,
+                input_=request.input if request.HasField("input") else None,
+                version=request.version if request.HasField("version") and request.version.value else None,
+                start_at=start_at if start_at and start_at > ev.utcnow() else None,
+                tags=dict(request.tags),
+                enforce_unique=request.enforceUniqueInstanceId,
+                execution_id=request.executionId.value if request.HasField("executionId") else None,
+                parent_trace=request.parentTraceContext if request.HasField("parentTraceContext") else None,
+            )
+            return spb.CreateInstanceResponse(instanceId=key.instance_id)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _view(state: opb.WorkflowState | None, with_payloads: bool) -> spb.GetInstanceResponse:
+        if state is None:
+            return spb.GetInstanceResponse(exists=False)
+        if not with_payloads:
+            for name in ("input", "output", "customStatus", "failureDetails"):
+                state.ClearField(name)
+        return spb.GetInstanceResponse(exists=True, workflowState=state)
+
+    async def GetInstance(self, request: spb.GetInstanceRequest, context: Ctx) -> spb.GetInstanceResponse:
+        async with grpc_errors(context, "GetInstance"):
+            key = self._key(request.instanceId, self._router(request))
+            return self._view(await self._instances.get(key), request.getInputsAndOutputs)
+        raise AssertionError("unreachable")
+
+    async def _wait(
+        self, request: spb.GetInstanceRequest, context: Ctx, rpc: str, until: Predicate
+    ) -> spb.GetInstanceResponse:
+        async with grpc_errors(context, rpc):
+            key = self._key(request.instanceId, self._router(request))
+            remaining = context.time_remaining()
+            state = await self._instances.wait(key, until, timeout=remaining)
+            if not until(state):
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"{rpc}: '{key.instance_id}' did not reach the state in time",
+                )
+            return self._view(state, request.getInputsAndOutputs)
+        raise AssertionError("unreachable")
+
+    async def WaitForInstanceStart(
+        self, request: spb.GetInstanceRequest, context: Ctx
+    ) -> spb.GetInstanceResponse:
+        return await self._wait(request, context, "WaitForInstanceStart", started)
+
+    async def WaitForInstanceCompletion(
+        self, request: spb.GetInstanceRequest, context: Ctx
+    ) -> spb.GetInstanceResponse:
+        return await self._wait(request, context, "WaitForInstanceCompletion", finished)
+
+    async def RaiseEvent(self, request: spb.RaiseEventRequest, context: Ctx) -> spb.RaiseEventResponse:
+        async with grpc_errors(context, "RaiseEvent"):
+            key = self._key(request.instanceId, self._router(request))
+            await self._instances.raise_event(
+                key, request.name, request.input if request.HasField("input") else None
+            )
+            return spb.RaiseEventResponse()
+        raise AssertionError("unreachable")
+
+    async def TerminateInstance(self, request: spb.TerminateRequest, context: Ctx) -> spb.TerminateResponse:
+        async with grpc_errors(context, "TerminateInstance"):
+            key = self._key(request.instanceId, self._router(request))
+            await self._instances.terminate(
+                key, request.output if request.HasField("output") else None, recursive=request.recursive
+            )
+            return spb.TerminateResponse()
+        raise AssertionError("unreachable")
+
+    async def SuspendInstance(self, request: spb.SuspendRequest, context: Ctx) -> spb.SuspendResponse:
+        async with grpc_errors(context, "SuspendInstance"):
+            key = self._key(request.instanceId, self._router(request))
+            await self._instances.suspend(key, request.reason if request.HasField("reason") else None)
+            return spb.SuspendResponse()
+        raise AssertionError("unreachable")
+
+    async def ResumeInstance(self, request: spb.ResumeRequest, context: Ctx) -> spb.ResumeResponse:
+        async with grpc_errors(context, "ResumeInstance"):
+            key = self._key(request.instanceId, self._router(request))
+            await self._instances.resume(key, request.reason if request.HasField("reason") else None)
+            return spb.ResumeResponse()
+        raise AssertionError("unreachable")
+
+    async def PurgeInstances(
+        self, request: spb.PurgeInstancesRequest, context: Ctx
+    ) -> spb.PurgeInstancesResponse:
+        async with grpc_errors(context, "PurgeInstances"):
+            router = self._router(request)
+            force = request.force if request.HasField("force") else False
+            which = request.WhichOneof("request")
+            if which == "instanceId":
+                key = self._key(request.instanceId, router)
+                count = await self._instances.purge(key, recursive=request.recursive, force=force)
+            elif which == "purgeInstanceFilter":
+                f = request.purgeInstanceFilter
+                app = router.targetAppID if router is not None and router.targetAppID else self._app
+                where = InstanceFilter(
+                    app_id=app,
+                    created_from=ev.from_ts(f.createdTimeFrom) if f.HasField("createdTimeFrom") else None,
+                    created_to=ev.from_ts(f.createdTimeTo) if f.HasField("createdTimeTo") else None,
+                    statuses=frozenset(int(s) for s in f.runtimeStatus),
+                )
+                count = await self._instances.purge_where(where, recursive=request.recursive, force=force)
+            else:
+                raise InvalidArgument("PurgeInstances needs an instanceId or a purgeInstanceFilter")
+            return spb.PurgeInstancesResponse(
+                deletedInstanceCount=count, isComplete=wrappers_pb2.BoolValue(value=True)
+            )
+        raise AssertionError("unreachable")
+
+    async def ListInstanceIDs(
+        self, request: spb.ListInstanceIDsRequest, context: Ctx
+    ) -> spb.ListInstanceIDsResponse:
+        async with grpc_errors(context, "ListInstanceIDs"):
+            size = (
+                request.pageSize if request.HasField("pageSize") and request.pageSize > 0 else _DEFAULT_PAGE
+            )
+            size = min(size, _MAX_PAGE)
+            after = request.continuationToken if request.HasField("continuationToken") else None
+            ids, token = await self._instances.list_ids(self._app, after=after or None, page_size=size)
+            response = spb.ListInstanceIDsResponse(instanceIds=ids)
+            if token is not None:
+                response.continuationToken = token
+            return response
+        raise AssertionError("unreachable")
+
+    async def GetInstanceHistory(
+        self, request: spb.GetInstanceHistoryRequest, context: Ctx
+    ) -> spb.GetInstanceHistoryResponse:
+        async with grpc_errors(context, "GetInstanceHistory"):
+            key = self._key(request.instanceId, None)
+            return spb.GetInstanceHistoryResponse(events=await self._instances.history(key))
+        raise AssertionError("unreachable")
+
+    async def RerunWorkflowFromEvent(
+        self, request: spb.RerunWorkflowFromEventRequest, context: Ctx
+    ) -> spb.RerunWorkflowFromEventResponse:
+        async with grpc_errors(context, "RerunWorkflowFromEvent"):
+            raise Unimplemented("RerunWorkflowFromEvent is not implemented by this server yet")
+        raise AssertionError("unreachable")

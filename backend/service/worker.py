@@ -1,0 +1,110 @@
+"""Worker RPCs: Hello, GetWorkItems (the work stream), and the completions.
+
+A completion resolves the pending work item in engine/streams and waits for
+the turn's commit, so a malformed response is answered with its error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf import empty_pb2
+
+from backend._proto import orchestrator_service_pb2 as spb
+from backend.engine.streams import StreamHub
+from backend.errors import InvalidArgument
+from backend.service.status import Ctx, grpc_errors
+
+_HEALTH_PING_SECONDS = 30.0
+
+
+class WorkerRpcs:
+    def __init__(self, app_id: str, hub: StreamHub) -> None:
+        self._app = app_id
+        self._hub = hub
+
+    async def Hello(self, request: empty_pb2.Empty, context: Ctx) -> empty_pb2.Empty:
+        return empty_pb2.Empty()
+
+    async def GetWorkItems(
+        self, request: spb.GetWorkItemsRequest, context: Ctx
+    ) -> AsyncIterator[spb.WorkItem]:
+        stream = self._hub.connect(self._app, list(request.capabilities))
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(stream.queue.get(), _HEALTH_PING_SECONDS)
+                except TimeoutError:
+                    if stream.health_ping:
+                        yield spb.WorkItem(healthPing=spb.HealthPing())
+                    continue
+                if item is None:  # the hub closed the stream (server stopping)
+                    return
+                yield item
+        finally:
+            self._hub.disconnect(stream)
+
+    async def _complete(
+        self,
+        kind: str,
+        token: str,
+        instance_id: str,
+        task_id: int,
+        response: object,
+        context: Ctx,
+        rpc: str,
+    ) -> spb.CompleteTaskResponse:
+        async with grpc_errors(context, rpc):
+            if not token and not instance_id:
+                raise InvalidArgument(f"{rpc} needs a completionToken or an instanceId")
+            pending = self._hub.claim(self._app, kind, token, instance_id, task_id)
+            pending.response.set_result(response)
+            await asyncio.shield(pending.outcome)
+            return spb.CompleteTaskResponse()
+        raise AssertionError("unreachable")
+
+    async def CompleteActivityTask(
+        self, request: spb.ActivityResponse, context: Ctx
+    ) -> spb.CompleteTaskResponse:
+        if request.HasField("result") and request.HasField("failureDetails"):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "an activity response carries either a result or failureDetails, not both",
+            )
+        return await self._complete(
+            "activity",
+            request.completionToken,
+            request.instanceId,
+            request.taskId,
+            request,
+            context,
+            "CompleteActivityTask",
+        )
+
+    async def CompleteOrchestratorTask(
+        self, request: spb.WorkflowResponse, context: Ctx
+    ) -> spb.CompleteTaskResponse:
+        return await self._complete(
+            "workflow",
+            request.completionToken,
+            request.instanceId,
+            -1,
+            request,
+            context,
+            "CompleteOrchestratorTask",
+        )
+
+    async def CompleteWorkflowTask(
+        self, request: spb.WorkflowResponse, context: Ctx
+    ) -> spb.CompleteTaskResponse:
+        return await self._complete(
+            "workflow",
+            request.completionToken,
+            request.instanceId,
+            -1,
+            request,
+            context,
+            "CompleteWorkflowTask",
+        )

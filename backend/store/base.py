@@ -1,0 +1,136 @@
+"""The Store: the one interface every backend (SQLite, MongoDB) implements.
+
+A store persists what it is given and never interprets workflow actions. Its
+only rules are about who may take which work when:
+
+* A workflow instance is leased whole (one turn in flight per instance). An
+  inbox message is *eligible* when it is visible (visible_at <= now) and its
+  gate allows it: CONTROL and START always; EVENT only once the instance has
+  left PENDING and is not SUSPENDED or STALLED. Terminal instances take every
+  message (the turn drops them).
+* Activities are leased one by one. Leases expire; a live owner renews its own.
+* Every commit is atomic and fenced by the lease token: a commit on a lease
+  that expired and moved on raises LeaseLost and changes nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from datetime import datetime
+
+from backend._proto import history_events_pb2 as hpb
+from backend._proto import orchestration_pb2 as opb
+from backend.domain.model import (
+    ActivityTask,
+    InboxItem,
+    InstanceKey,
+    Message,
+    NewInstance,
+    WorkflowCommit,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowLease:
+    key: InstanceKey
+    token: str
+    state: opb.WorkflowState
+    history_len: int
+    inbox: list[InboxItem]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivityLease:
+    id: int | str
+    token: str
+    task: ActivityTask
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceFilter:
+    app_id: str
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    statuses: frozenset[int] = frozenset()
+
+
+class Store(abc.ABC):
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Create the schema (idempotently) and get ready to serve."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections; pending writes are already durable."""
+
+    # -- client side ---------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_instance(self, new: NewInstance, *, replace_terminal: bool) -> None:
+        """Store a new instance and its start message.
+
+        An existing instance with the key raises AlreadyExists, unless it is
+        terminal and `replace_terminal` is set: then it is replaced whole.
+        """
+
+    @abc.abstractmethod
+    async def get_state(self, key: InstanceKey) -> opb.WorkflowState | None: ...
+
+    @abc.abstractmethod
+    async def get_history(self, key: InstanceKey, start: int = 0) -> list[hpb.HistoryEvent]:
+        """Committed history events from position `start` on, in order."""
+
+    @abc.abstractmethod
+    async def list_instance_ids(self, app_id: str, *, after: str | None, limit: int) -> list[str]:
+        """Instance IDs of an app in ID order, strictly after `after`."""
+
+    @abc.abstractmethod
+    async def find_instances(self, where: InstanceFilter) -> list[InstanceKey]: ...
+
+    @abc.abstractmethod
+    async def send(self, message: Message) -> bool:
+        """Add a message to an existing instance's inbox; False if there is no such instance."""
+
+    @abc.abstractmethod
+    async def purge(self, key: InstanceKey, *, only_terminal: bool) -> bool:
+        """Delete an instance with its history, inbox and activities.
+
+        False if it does not exist, or (with only_terminal) is not terminal.
+        """
+
+    # -- worker side ---------------------------------------------------------
+
+    @abc.abstractmethod
+    async def lease_workflows(
+        self, app_id: str, *, owner: str, now: datetime, until: datetime, limit: int
+    ) -> list[WorkflowLease]:
+        """Lease up to `limit` unleased instances of the app that have eligible messages."""
+
+    @abc.abstractmethod
+    async def commit_workflow(self, lease: WorkflowLease, commit: WorkflowCommit, *, now: datetime) -> None:
+        """Apply a turn atomically and release the lease (LeaseLost if it is gone)."""
+
+    @abc.abstractmethod
+    async def abandon_workflow(self, lease: WorkflowLease, *, retry_at: datetime | None) -> None:
+        """Release the lease without changes; nobody may lease it before retry_at."""
+
+    @abc.abstractmethod
+    async def lease_activities(
+        self, app_id: str, *, owner: str, now: datetime, until: datetime, limit: int
+    ) -> list[ActivityLease]: ...
+
+    @abc.abstractmethod
+    async def complete_activity(self, lease: ActivityLease, result: Message) -> None:
+        """Delete the activity and deliver its result to the parent (LeaseLost if gone)."""
+
+    @abc.abstractmethod
+    async def abandon_activity(self, lease: ActivityLease, *, retry_at: datetime | None) -> None: ...
+
+    @abc.abstractmethod
+    async def renew_leases(self, owner: str, *, until: datetime) -> None:
+        """Extend every lease this owner holds."""
+
+    @abc.abstractmethod
+    async def next_due(self, app_id: str, *, now: datetime) -> datetime | None:
+        """The earliest future moment at which work of the app becomes eligible."""

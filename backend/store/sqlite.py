@@ -1,0 +1,461 @@
+"""The embedded store: SQLite from the standard library, durable on disk.
+
+All statements run on one dedicated thread holding one connection, so every
+method is a single serialized transaction and the event loop never blocks.
+The file is opened in exclusive locking mode: one server process owns it,
+which is also why leases left by a previous (crashed) run are cleared on open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from backend._proto import history_events_pb2 as hpb
+from backend._proto import orchestration_pb2 as opb
+from backend._proto import orchestrator_service_pb2 as spb
+from backend.domain.model import (
+    ActivityTask,
+    Gate,
+    InboxItem,
+    InstanceKey,
+    Message,
+    NewInstance,
+    WorkflowCommit,
+    is_terminal,
+)
+from backend.errors import AlreadyExists, LeaseLost
+from backend.store.base import ActivityLease, InstanceFilter, Store, WorkflowLease
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    app_id TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    state BLOB NOT NULL,
+    history_len INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_token TEXT,
+    lease_until REAL,
+    PRIMARY KEY (app_id, instance_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS instances_created ON instances (app_id, created_at);
+CREATE TABLE IF NOT EXISTS history (
+    app_id TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event BLOB NOT NULL,
+    PRIMARY KEY (app_id, instance_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app_id TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    gate INTEGER NOT NULL,
+    visible_at REAL NOT NULL,
+    event BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbox_instance ON inbox (app_id, instance_id, id);
+CREATE INDEX IF NOT EXISTS inbox_due ON inbox (app_id, visible_at);
+CREATE TABLE IF NOT EXISTS activities (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app_id TEXT NOT NULL,
+    parent_app TEXT NOT NULL,
+    parent_id TEXT NOT NULL,
+    request BLOB NOT NULL,
+    router BLOB NOT NULL,
+    not_before REAL NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_token TEXT,
+    lease_until REAL
+);
+CREATE INDEX IF NOT EXISTS activities_due ON activities (app_id, not_before);
+CREATE INDEX IF NOT EXISTS activities_parent ON activities (parent_app, parent_id);
+"""
+
+_WAITING = (
+    opb.ORCHESTRATION_STATUS_PENDING,
+    opb.ORCHESTRATION_STATUS_SUSPENDED,
+    opb.ORCHESTRATION_STATUS_STALLED,
+)
+# Eligibility of an inbox row `b` for instance `i` (see store/base.py).
+_ELIGIBLE = f"""b.visible_at <= :now AND (b.gate != {Gate.EVENT.value}
+    OR i.status NOT IN ({", ".join(str(int(s)) for s in _WAITING)}))"""
+
+
+def _t(moment: datetime | None) -> float:
+    return 0.0 if moment is None else moment.timestamp()
+
+
+def _dt(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
+        self._path = path
+        self._synchronous = synchronous.upper()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._tx, fn)
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        assert db is not None, "store is not open"
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+        except BaseException:
+            db.rollback()
+            raise
+        db.commit()
+        return result
+
+    async def open(self) -> None:
+        def connect() -> None:
+            if self._path != ":memory:":
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            db.execute("PRAGMA foreign_keys=OFF")
+            db.executescript(_SCHEMA)
+            # Sole owner of the file: leases of a previous process died with it.
+            db.execute("UPDATE instances SET lease_owner=NULL, lease_token=NULL, lease_until=NULL")
+            db.execute("UPDATE activities SET lease_owner=NULL, lease_token=NULL, lease_until=NULL")
+            self._db = db
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        def disconnect() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
+        self._executor.shutdown(wait=True)
+
+    # -- helpers (run on the store thread) -----------------------------------
+
+    @staticmethod
+    def _insert_message(db: sqlite3.Connection, m: Message, *, only_if_exists: bool) -> bool:
+        sql = "INSERT INTO inbox (app_id, instance_id, gate, visible_at, event) "
+        args = (
+            m.target.app_id,
+            m.target.instance_id,
+            int(m.gate),
+            _t(m.visible_at),
+            m.event.SerializeToString(),
+        )
+        if only_if_exists:
+            cur = db.execute(
+                sql + "SELECT ?, ?, ?, ?, ? WHERE EXISTS "
+                "(SELECT 1 FROM instances WHERE app_id=? AND instance_id=?)",
+                (*args, m.target.app_id, m.target.instance_id),
+            )
+        else:
+            cur = db.execute(sql + "VALUES (?, ?, ?, ?, ?)", args)
+        return cur.rowcount > 0
+
+    @staticmethod
+    def _delete_instance(db: sqlite3.Connection, key: InstanceKey) -> None:
+        k = (key.app_id, key.instance_id)
+        db.execute("DELETE FROM instances WHERE app_id=? AND instance_id=?", k)
+        db.execute("DELETE FROM history WHERE app_id=? AND instance_id=?", k)
+        db.execute("DELETE FROM inbox WHERE app_id=? AND instance_id=?", k)
+        db.execute("DELETE FROM activities WHERE parent_app=? AND parent_id=?", k)
+
+    def _create(self, db: sqlite3.Connection, new: NewInstance, *, replace_terminal: bool) -> bool:
+        row = db.execute(
+            "SELECT status FROM instances WHERE app_id=? AND instance_id=?",
+            (new.key.app_id, new.key.instance_id),
+        ).fetchone()
+        if row is not None:
+            if not (replace_terminal and is_terminal(row[0])):
+                return False
+            self._delete_instance(db, new.key)
+        db.execute(
+            "INSERT INTO instances (app_id, instance_id, status, created_at, state) VALUES (?, ?, ?, ?, ?)",
+            (
+                new.key.app_id,
+                new.key.instance_id,
+                new.state.workflowStatus,
+                _t(new.created_at),
+                new.state.SerializeToString(),
+            ),
+        )
+        self._insert_message(db, new.start, only_if_exists=False)
+        return True
+
+    # -- client side ---------------------------------------------------------
+
+    async def create_instance(self, new: NewInstance, *, replace_terminal: bool) -> None:
+        created = await self._run(lambda db: self._create(db, new, replace_terminal=replace_terminal))
+        if not created:
+            raise AlreadyExists(
+                f"orchestration instance already exists: '{new.key.instance_id}' on app '{new.key.app_id}'"
+            )
+
+    async def get_state(self, key: InstanceKey) -> opb.WorkflowState | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT state FROM instances WHERE app_id=? AND instance_id=?", (key.app_id, key.instance_id)
+            ).fetchone()
+        )
+        return None if row is None else opb.WorkflowState.FromString(row[0])
+
+    async def get_history(self, key: InstanceKey, start: int = 0) -> list[hpb.HistoryEvent]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT event FROM history WHERE app_id=? AND instance_id=? AND seq>=? ORDER BY seq",
+                (key.app_id, key.instance_id, start),
+            ).fetchall()
+        )
+        return [hpb.HistoryEvent.FromString(r[0]) for r in rows]
+
+    async def list_instance_ids(self, app_id: str, *, after: str | None, limit: int) -> list[str]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT instance_id FROM instances WHERE app_id=? AND instance_id>? ORDER BY instance_id LIMIT ?",
+                (app_id, after or "", limit),
+            ).fetchall()
+        )
+        return [r[0] for r in rows]
+
+    async def find_instances(self, where: InstanceFilter) -> list[InstanceKey]:
+        sql = "SELECT instance_id FROM instances WHERE app_id=?"
+        args: list[object] = [where.app_id]
+        if where.created_from is not None:
+            sql += " AND created_at>=?"
+            args.append(_t(where.created_from))
+        if where.created_to is not None:
+            sql += " AND created_at<=?"
+            args.append(_t(where.created_to))
+        if where.statuses:
+            sql += f" AND status IN ({', '.join('?' * len(where.statuses))})"
+            args.extend(sorted(where.statuses))
+        rows = await self._run(lambda db: db.execute(sql + " ORDER BY instance_id", args).fetchall())
+        return [InstanceKey(where.app_id, r[0]) for r in rows]
+
+    async def send(self, message: Message) -> bool:
+        return await self._run(lambda db: self._insert_message(db, message, only_if_exists=True))
+
+    async def purge(self, key: InstanceKey, *, only_terminal: bool) -> bool:
+        def purge(db: sqlite3.Connection) -> bool:
+            row = db.execute(
+                "SELECT status FROM instances WHERE app_id=? AND instance_id=?", (key.app_id, key.instance_id)
+            ).fetchone()
+            if row is None or (only_terminal and not is_terminal(row[0])):
+                return False
+            self._delete_instance(db, key)
+            return True
+
+        return await self._run(purge)
+
+    # -- worker side ---------------------------------------------------------
+
+    async def lease_workflows(
+        self, app_id: str, *, owner: str, now: datetime, until: datetime, limit: int
+    ) -> list[WorkflowLease]:
+        params = {"app": app_id, "now": _t(now), "until": _t(until), "owner": owner, "limit": limit}
+
+        def lease(db: sqlite3.Connection) -> list[WorkflowLease]:
+            ids = db.execute(
+                f"""SELECT DISTINCT b.instance_id FROM inbox b
+                    JOIN instances i ON i.app_id = b.app_id AND i.instance_id = b.instance_id
+                    WHERE b.app_id = :app AND (i.lease_until IS NULL OR i.lease_until < :now)
+                    AND {_ELIGIBLE} LIMIT :limit""",
+                params,
+            ).fetchall()
+            leases = []
+            for (iid,) in ids:
+                token = uuid.uuid4().hex
+                db.execute(
+                    "UPDATE instances SET lease_owner=?, lease_token=?, lease_until=? "
+                    "WHERE app_id=? AND instance_id=?",
+                    (owner, token, _t(until), app_id, iid),
+                )
+                state, history_len = db.execute(
+                    "SELECT state, history_len FROM instances WHERE app_id=? AND instance_id=?", (app_id, iid)
+                ).fetchone()
+                rows = db.execute(
+                    f"""SELECT b.id, b.event FROM inbox b JOIN instances i
+                        ON i.app_id = b.app_id AND i.instance_id = b.instance_id
+                        WHERE b.app_id = :app AND b.instance_id = :iid AND {_ELIGIBLE} ORDER BY b.id""",
+                    {**params, "iid": iid},
+                ).fetchall()
+                leases.append(
+                    WorkflowLease(
+                        key=InstanceKey(app_id, iid),
+                        token=token,
+                        state=opb.WorkflowState.FromString(state),
+                        history_len=history_len,
+                        inbox=[InboxItem(id=r[0], event=hpb.HistoryEvent.FromString(r[1])) for r in rows],
+                    )
+                )
+            return leases
+
+        return await self._run(lease)
+
+    @staticmethod
+    def _check_lease(db: sqlite3.Connection, lease: WorkflowLease) -> int:
+        row = db.execute(
+            "SELECT lease_token, history_len FROM instances WHERE app_id=? AND instance_id=?",
+            (lease.key.app_id, lease.key.instance_id),
+        ).fetchone()
+        if row is None or row[0] != lease.token:
+            raise LeaseLost(f"lease on {lease.key} is no longer held")
+        return int(row[1])
+
+    async def commit_workflow(self, lease: WorkflowLease, commit: WorkflowCommit, *, now: datetime) -> None:
+        key = (commit.key.app_id, commit.key.instance_id)
+
+        def apply(db: sqlite3.Connection) -> None:
+            length = self._check_lease(db, lease)
+            if commit.reset_history:
+                db.execute("DELETE FROM history WHERE app_id=? AND instance_id=?", key)
+                length = 0
+            db.executemany(
+                "INSERT INTO history (app_id, instance_id, seq, event) VALUES (?, ?, ?, ?)",
+                [(*key, length + n, e.SerializeToString()) for n, e in enumerate(commit.new_history)],
+            )
+            length += len(commit.new_history)
+            db.executemany("DELETE FROM inbox WHERE id=?", [(i,) for i in commit.consumed])
+            if commit.cancel_pending:
+                db.execute(
+                    "DELETE FROM inbox WHERE app_id=? AND instance_id=? AND visible_at>?", (*key, _t(now))
+                )
+                db.execute("DELETE FROM activities WHERE parent_app=? AND parent_id=?", key)
+            for new in commit.new_instances:
+                self._create(db, new, replace_terminal=True)
+            for m in commit.messages:
+                self._insert_message(db, m, only_if_exists=True)
+            db.executemany(
+                "INSERT INTO activities (app_id, parent_app, parent_id, request, router) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (
+                        a.app_id,
+                        a.parent.app_id,
+                        a.parent.instance_id,
+                        a.request.SerializeToString(),
+                        a.router.SerializeToString(),
+                    )
+                    for a in commit.activities
+                ],
+            )
+            db.execute(
+                "UPDATE instances SET status=?, state=?, history_len=?, lease_owner=NULL, lease_token=NULL, "
+                "lease_until=NULL WHERE app_id=? AND instance_id=?",
+                (commit.state.workflowStatus, commit.state.SerializeToString(), length, *key),
+            )
+
+        await self._run(apply)
+
+    async def abandon_workflow(self, lease: WorkflowLease, *, retry_at: datetime | None) -> None:
+        def abandon(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE instances SET lease_owner=NULL, lease_token=NULL, lease_until=? "
+                "WHERE app_id=? AND instance_id=? AND lease_token=?",
+                (
+                    None if retry_at is None else _t(retry_at),
+                    lease.key.app_id,
+                    lease.key.instance_id,
+                    lease.token,
+                ),
+            )
+
+        await self._run(abandon)
+
+    async def lease_activities(
+        self, app_id: str, *, owner: str, now: datetime, until: datetime, limit: int
+    ) -> list[ActivityLease]:
+        def lease(db: sqlite3.Connection) -> list[ActivityLease]:
+            rows = db.execute(
+                "SELECT id, parent_app, parent_id, request, router FROM activities "
+                "WHERE app_id=? AND not_before<=? AND (lease_until IS NULL OR lease_until<?) ORDER BY id LIMIT ?",
+                (app_id, _t(now), _t(now), limit),
+            ).fetchall()
+            out = []
+            for row in rows:
+                token = uuid.uuid4().hex
+                db.execute(
+                    "UPDATE activities SET lease_owner=?, lease_token=?, lease_until=? WHERE id=?",
+                    (owner, token, _t(until), row[0]),
+                )
+                out.append(
+                    ActivityLease(
+                        id=row[0],
+                        token=token,
+                        task=ActivityTask(
+                            app_id=app_id,
+                            parent=InstanceKey(row[1], row[2]),
+                            request=spb.ActivityRequest.FromString(row[3]),
+                            router=opb.TaskRouter.FromString(row[4]),
+                        ),
+                    )
+                )
+            return out
+
+        return await self._run(lease)
+
+    async def complete_activity(self, lease: ActivityLease, result: Message) -> None:
+        def complete(db: sqlite3.Connection) -> None:
+            cur = db.execute("DELETE FROM activities WHERE id=? AND lease_token=?", (lease.id, lease.token))
+            if cur.rowcount == 0:
+                raise LeaseLost(f"activity {lease.id} is no longer leased by this server")
+            self._insert_message(db, result, only_if_exists=True)
+
+        await self._run(complete)
+
+    async def abandon_activity(self, lease: ActivityLease, *, retry_at: datetime | None) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE activities SET lease_owner=NULL, lease_token=NULL, lease_until=NULL, not_before=? "
+                "WHERE id=? AND lease_token=?",
+                (_t(retry_at), lease.id, lease.token),
+            )
+        )
+
+    async def renew_leases(self, owner: str, *, until: datetime) -> None:
+        def renew(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE instances SET lease_until=? WHERE lease_owner=?", (_t(until), owner))
+            db.execute("UPDATE activities SET lease_until=? WHERE lease_owner=?", (_t(until), owner))
+
+        await self._run(renew)
+
+    async def next_due(self, app_id: str, *, now: datetime) -> datetime | None:
+        def due(db: sqlite3.Connection) -> float | None:
+            t = _t(now)
+            candidates = [
+                db.execute(
+                    "SELECT MIN(visible_at) FROM inbox WHERE app_id=? AND visible_at>?", (app_id, t)
+                ).fetchone()[0],
+                db.execute(
+                    "SELECT MIN(lease_until) FROM instances WHERE app_id=? AND lease_until>?", (app_id, t)
+                ).fetchone()[0],
+                db.execute(
+                    "SELECT MIN(not_before) FROM activities WHERE app_id=? AND not_before>?", (app_id, t)
+                ).fetchone()[0],
+                db.execute(
+                    "SELECT MIN(lease_until) FROM activities WHERE app_id=? AND lease_until>?", (app_id, t)
+                ).fetchone()[0],
+            ]
+            found = [c for c in candidates if c is not None]
+            return min(found) if found else None
+
+        value = await self._run(due)
+        return None if value is None else _dt(value)

@@ -1,0 +1,38 @@
+"""Build a Store from a database URL.
+
+memory:                       SQLite in memory (tests; lost on exit)
+sqlite:///relative/path.db    SQLite file relative to the working directory
+sqlite:////absolute/path.db   SQLite file at an absolute path
+...?synchronous=normal        faster commits, may lose the last ones on power loss
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from backend.errors import InvalidArgument
+from backend.store.base import Store
+
+
+def open_store(url: str) -> Store:
+    if url in ("memory:", "memory://", "sqlite://:memory:"):
+        from backend.store.sqlite import SqliteStore
+
+        return SqliteStore(":memory:")
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        from backend.store.sqlite import SqliteStore
+
+        if parts.netloc:
+            raise InvalidArgument(f"store URL {url!r}: use sqlite:///relative.db or sqlite:////absolute.db")
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path:
+            raise InvalidArgument(f"store URL {url!r} names no database file")
+        query = parse_qs(parts.query)
+        sync = query.get("synchronous", ["full"])[0]
+        if sync.lower() not in ("full", "normal", "extra"):
+            raise InvalidArgument(f"store URL {url!r}: synchronous must be full, normal or extra")
+        return SqliteStore(path, synchronous=sync)
+    if parts.scheme in ("mongodb", "mongodb+srv"):
+        raise InvalidArgument("the MongoDB store is not available in this build yet")
+    raise InvalidArgument(f"unknown store URL {url!r}: expected memory:, sqlite:///FILE or mongodb://...")
