@@ -32,3 +32,5 @@ class Config:
     # How long Terminate/Suspend/Resume wait for the status change before answering.
     control_wait_seconds: float = 10.0
     shutdown_grace_seconds: float = 5.0
+    # A turn that failed (malformed worker response, store error) is retried after this.
+    retry_failed_turn_seconds: float = 5.0

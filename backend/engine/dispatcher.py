@@ -85,13 +85,25 @@ class Dispatcher:
                 self._spawn("activity", lambda act=act: self._activities.run(act))  # type: ignore[misc]
         return leased
 
+    async def _control_round(self) -> bool:
+        """No worker is connected: still apply terminate/suspend/resume, which need none."""
+        now = utcnow()
+        until = now + timedelta(seconds=self._config.lease_seconds)
+        leases = await self._store.lease_workflows(
+            self.app_id, owner=self._owner, now=now, until=until, limit=_LEASE_BATCH, control_only=True
+        )
+        for lease in leases:
+            self._spawn("workflow", lambda lease=lease: self._turns.run(lease))  # type: ignore[misc]
+        return bool(leases)
+
     async def run(self) -> None:
         while True:
             try:
-                if self._hub.connected(self.app_id) and await self._lease_round():
+                connected = self._hub.connected(self.app_id)
+                if await (self._lease_round() if connected else self._control_round()):
                     continue
                 timeout = self._config.poll_seconds
-                if self._hub.connected(self.app_id):
+                if connected:
                     now = utcnow()
                     due = await self._store.next_due(self.app_id, now=now)
                     if due is not None:

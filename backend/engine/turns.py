@@ -26,8 +26,6 @@ from backend.store.base import Store, WorkflowLease
 
 log = logging.getLogger("backend.turns")
 
-_RETRY_BAD_TURN = timedelta(seconds=5)
-
 
 class WorkflowTurns:
     def __init__(self, *, store: Store, hub: StreamHub, notifier: Notifier, config: Config) -> None:
@@ -85,7 +83,12 @@ class WorkflowTurns:
 
     async def _abandon(self, lease: WorkflowLease, *, retry: bool) -> None:
         try:
-            await self._store.abandon_workflow(lease, retry_at=utcnow() + _RETRY_BAD_TURN if retry else None)
+            await self._store.abandon_workflow(
+                lease,
+                retry_at=utcnow() + timedelta(seconds=self._config.retry_failed_turn_seconds)
+                if retry
+                else None,
+            )
         except Exception:
             log.exception("could not release lease on %s; it expires by itself", lease.key)
 
@@ -120,8 +123,10 @@ class WorkflowTurns:
     ) -> WorkflowCommit | None:
         key = lease.key
         stream = self._hub.pick(key.app_id, "workflow", key.instance_id)
-        if stream is None:  # the worker left between lease and dispatch
-            await self._abandon(lease, retry=False)
+        if stream is None:  # no worker now (it left, or this was a control-only lease)
+            await self._store.abandon_workflow(
+                lease, retry_at=ctx.now + timedelta(seconds=self._config.poll_seconds)
+            )
             return None
         new_events = [turn_started(state, ctx.now), *(i.event for i in batch)]
         for event in new_events:

@@ -103,9 +103,20 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def lease_workflows(
-        self, app_id: str, *, owner: str, now: datetime, until: datetime, limit: int
+        self,
+        app_id: str,
+        *,
+        owner: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+        control_only: bool = False,
     ) -> list[WorkflowLease]:
-        """Lease up to `limit` unleased instances of the app that have eligible messages."""
+        """Lease up to `limit` unleased instances of the app that have eligible messages.
+
+        With control_only, only CONTROL messages count and are returned: the
+        server handles those without a worker (terminate, suspend, resume).
+        """
 
     @abc.abstractmethod
     async def commit_workflow(self, lease: WorkflowLease, commit: WorkflowCommit, *, now: datetime) -> None:

@@ -269,16 +269,24 @@ class SqliteStore(Store):
     # -- worker side ---------------------------------------------------------
 
     async def lease_workflows(
-        self, app_id: str, *, owner: str, now: datetime, until: datetime, limit: int
+        self,
+        app_id: str,
+        *,
+        owner: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+        control_only: bool = False,
     ) -> list[WorkflowLease]:
         params = {"app": app_id, "now": _t(now), "until": _t(until), "owner": owner, "limit": limit}
+        eligible = _ELIGIBLE + (f" AND b.gate = {Gate.CONTROL.value}" if control_only else "")
 
         def lease(db: sqlite3.Connection) -> list[WorkflowLease]:
             ids = db.execute(
                 f"""SELECT DISTINCT b.instance_id FROM inbox b
                     JOIN instances i ON i.app_id = b.app_id AND i.instance_id = b.instance_id
                     WHERE b.app_id = :app AND (i.lease_until IS NULL OR i.lease_until < :now)
-                    AND {_ELIGIBLE} LIMIT :limit""",
+                    AND {eligible} LIMIT :limit""",
                 params,
             ).fetchall()
             leases = []
@@ -295,7 +303,7 @@ class SqliteStore(Store):
                 rows = db.execute(
                     f"""SELECT b.id, b.event FROM inbox b JOIN instances i
                         ON i.app_id = b.app_id AND i.instance_id = b.instance_id
-                        WHERE b.app_id = :app AND b.instance_id = :iid AND {_ELIGIBLE} ORDER BY b.id""",
+                        WHERE b.app_id = :app AND b.instance_id = :iid AND {eligible} ORDER BY b.id""",
                     {**params, "iid": iid},
                 ).fetchall()
                 leases.append(
