@@ -28,8 +28,10 @@ class Notifier:
 
     async def wait_for_work(self, app_id: str, timeout: float) -> None:
         event = self._work[app_id]
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
         event.clear()
 
     # -- instance watchers -----------------------------------------------------
@@ -43,7 +45,8 @@ class Notifier:
         self._watchers[key].add(event)
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await event.wait()
         finally:
             watchers = self._watchers.get(key)
             if watchers is not None:

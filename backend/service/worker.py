@@ -35,7 +35,8 @@ class WorkerRpcs:
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(stream.queue.get(), _HEALTH_PING_SECONDS)
+                    async with asyncio.timeout(_HEALTH_PING_SECONDS):
+                        item = await stream.queue.get()
                 except TimeoutError:
                     if stream.health_ping:
                         yield spb.WorkItem(healthPing=spb.HealthPing())

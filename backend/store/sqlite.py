@@ -96,8 +96,12 @@ def _t(moment: datetime | None) -> float:
     return 0.0 if moment is None else moment.timestamp()
 
 
+# SDKs wait "forever" with timers at 9999-12-31; float rounding must not overflow.
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
 def _dt(value: float) -> datetime:
-    return datetime.fromtimestamp(value, UTC)
+    return _LATEST if value >= _LATEST.timestamp() else datetime.fromtimestamp(value, UTC)
 
 
 class SqliteStore(Store):
