@@ -48,6 +48,9 @@ class TurnContext:
     stored: opb.WorkflowState  # the projection before this turn
     consumed: list[int | str]  # the inbox items this turn takes
     max_payload_bytes: int
+    # The stall in force before this turn (the turn's own WorkflowStarted clears
+    # RuntimeState.stalled, so the applier cannot read it from the state).
+    stalled_before: hpb.ExecutionStalledEvent | None = None
 
 
 def child_instance_id(parent_id: str, action_id: int) -> str:
@@ -517,7 +520,7 @@ def _continue_as_new(
 def stall(ctx: TurnContext, state: RuntimeState, stalled: hpb.ExecutionStalledEvent) -> WorkflowCommit:
     """Park the workflow: the turn's events stay in the inbox, status STALLED."""
     history = []
-    if state.stalled is None or state.stalled.reason != stalled.reason:
+    if ctx.stalled_before is None or ctx.stalled_before.reason != stalled.reason:
         history.append(ev.event(ctx.now, executionStalled=stalled))
     shadow = RuntimeState(start=state.start, stalled=stalled, completed=state.completed)
     return WorkflowCommit(

@@ -115,10 +115,10 @@ class RuntimeState:
     def status(self) -> int:
         if self.completed is not None:
             return self.completed.workflowStatus
-        if self.start is None:
-            return opb.ORCHESTRATION_STATUS_PENDING
         if self.stalled is not None:
             return opb.ORCHESTRATION_STATUS_STALLED
+        if self.start is None:
+            return opb.ORCHESTRATION_STATUS_PENDING
         if self.suspended:
             return opb.ORCHESTRATION_STATUS_SUSPENDED
         return opb.ORCHESTRATION_STATUS_RUNNING

@@ -9,12 +9,12 @@ from google.protobuf import wrappers_pb2
 from backend.errors import InvalidArgument, PayloadTooLarge
 
 # What the Dapr docs allow for user-chosen workflow instance IDs.
-_NEW_ID = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_NEW_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
 MAX_ID_LENGTH = 1024
 
 
 def new_instance_id(instance_id: str) -> str:
-    if not _NEW_ID.match(instance_id):
+    if not _NEW_ID.fullmatch(instance_id):
         raise InvalidArgument(
             f"invalid instance ID {instance_id[:80]!r}: use 1-256 letters, digits, '_' or '-'"
         )

@@ -32,6 +32,8 @@ class Engine:
             max_activities_per_stream=config.max_activities_per_stream,
         )
         self.hub.on_capacity(self.notifier.wake)
+        self.hub.on_connect(self._worker_connected)
+        self._background: set[asyncio.Task[None]] = set()
         self.instances = Instances(store=store, notifier=self.notifier, config=config)
         turns = WorkflowTurns(store=store, hub=self.hub, notifier=self.notifier, config=config)
         activities = ActivityRuns(store=store, hub=self.hub, notifier=self.notifier, config=config)
@@ -49,6 +51,20 @@ class Engine:
             for app_id in app_ids
         ]
         self._loops: list[asyncio.Task[None]] = []
+
+    def _worker_connected(self, app_id: str) -> None:
+        """A new worker may carry the version a stalled workflow was missing."""
+
+        async def retry() -> None:
+            try:
+                if await self.store.retry_stalled(app_id):
+                    self.notifier.wake(app_id)
+            except Exception:
+                log.exception("could not retry stalled workflows of app %s", app_id)
+
+        task = asyncio.create_task(retry())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def start(self) -> None:
         for dispatcher in self._dispatchers:

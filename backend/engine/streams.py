@@ -60,12 +60,17 @@ class StreamHub:
         self._max_wf = max_workflows_per_stream
         self._max_act = max_activities_per_stream
         self._listeners: list[Callable[[str], None]] = []
+        self._connect_listeners: list[Callable[[str], None]] = []
 
     # -- connections --------------------------------------------------------
 
     def on_capacity(self, listener: Callable[[str], None]) -> None:
         """Called with an app ID whenever a stream connects or frees a slot."""
         self._listeners.append(listener)
+
+    def on_connect(self, listener: Callable[[str], None]) -> None:
+        """Called with an app ID whenever a worker stream of that app connects."""
+        self._connect_listeners.append(listener)
 
     def _signal(self, app_id: str) -> None:
         for listener in self._listeners:
@@ -79,6 +84,8 @@ class StreamHub:
             id=next(self._ids),
         )
         self._streams.setdefault(app_id, []).append(stream)
+        for listener in self._connect_listeners:
+            listener(app_id)
         self._signal(app_id)
         return stream
 

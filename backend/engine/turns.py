@@ -57,6 +57,7 @@ class WorkflowTurns:
                 stored=lease.state,
                 consumed=turn.consumed,
                 max_payload_bytes=self._config.max_payload_bytes,
+                stalled_before=state.stalled,
             )
             if turn.mode is Mode.WAIT:
                 await self._store.abandon_workflow(lease, retry_at=now + timedelta(seconds=1))

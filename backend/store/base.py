@@ -5,9 +5,11 @@ only rules are about who may take which work when:
 
 * A workflow instance is leased whole (one turn in flight per instance). An
   inbox message is *eligible* when it is visible (visible_at <= now) and its
-  gate allows it: CONTROL and START always; EVENT only once the instance has
-  left PENDING and is not SUSPENDED or STALLED. Terminal instances take every
-  message (the turn drops them).
+  gate allows it: CONTROL always; START unless the instance is STALLED; EVENT
+  only once the instance has left PENDING and is not SUSPENDED or STALLED.
+  Terminal instances take every message (the turn drops them).
+* A STALLED instance waits for a worker that has its version:
+  retry_stalled() makes the app's stalled instances eligible once more.
 * Activities are leased one by one. Leases expire; a live owner renews its own.
 * Every commit is atomic and fenced by the lease token: a commit on a lease
   that expired and moved on raises LeaseLost and changes nothing.
@@ -141,6 +143,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def renew_leases(self, owner: str, *, until: datetime) -> None:
         """Extend every lease this owner holds."""
+
+    @abc.abstractmethod
+    async def retry_stalled(self, app_id: str) -> int:
+        """Let the app's STALLED instances take their held messages again (a new
+        worker may have the missing version); their next turn re-stalls or runs."""
 
     @abc.abstractmethod
     async def next_due(self, app_id: str, *, now: datetime) -> datetime | None:

@@ -88,7 +88,8 @@ _WAITING = (
     opb.ORCHESTRATION_STATUS_STALLED,
 )
 # Eligibility of an inbox row `b` for instance `i` (see store/base.py).
-_ELIGIBLE = f"""b.visible_at <= :now AND (b.gate != {Gate.EVENT.value}
+_ELIGIBLE = f"""b.visible_at <= :now AND (b.gate = {Gate.CONTROL.value}
+    OR (b.gate = {Gate.START.value} AND i.status != {opb.ORCHESTRATION_STATUS_STALLED})
     OR i.status NOT IN ({", ".join(str(int(s)) for s in _WAITING)}))"""
 
 
@@ -448,6 +449,18 @@ class SqliteStore(Store):
             db.execute("UPDATE activities SET lease_until=? WHERE lease_owner=?", (_t(until), owner))
 
         await self._run(renew)
+
+    async def retry_stalled(self, app_id: str) -> int:
+        # Only the gating column changes; the client-visible state stays STALLED
+        # until the retried turn commits (RUNNING) or stalls again.
+        return await self._run(
+            lambda db: (
+                db.execute(
+                    "UPDATE instances SET status=? WHERE app_id=? AND status=?",
+                    (opb.ORCHESTRATION_STATUS_RUNNING, app_id, opb.ORCHESTRATION_STATUS_STALLED),
+                ).rowcount
+            )
+        )
 
     async def next_due(self, app_id: str, *, now: datetime) -> datetime | None:
         def due(db: sqlite3.Connection) -> float | None:

@@ -141,3 +141,39 @@ async def test_suspend_and_resume_need_no_worker_and_hold_events(stub) -> None: 
         assert "executionSuspended" in _kinds(resumed.pastEvents)
     finally:
         await worker.close()
+
+
+async def test_stalled_workflow_waits_and_resumes_when_a_new_worker_connects(stub) -> None:  # type: ignore[no-untyped-def]
+    old = RawWorker(stub)
+    try:
+        await stub.StartInstance(spb.CreateInstanceRequest(instanceId="ver", name="wf"))
+        item = await old.next()
+        missing = apb.WorkflowAction(
+            id=0, workflowVersionNotAvailable=apb.WorkflowVersionNotAvailableAction()
+        )
+        await stub.CompleteOrchestratorTask(
+            spb.WorkflowResponse(instanceId="ver", completionToken=item.completionToken, actions=[missing])
+        )
+        state = (await stub.GetInstance(spb.GetInstanceRequest(instanceId="ver"))).workflowState
+        assert state.workflowStatus == opb.ORCHESTRATION_STATUS_STALLED
+        with pytest.raises(TimeoutError):  # parked: not offered again to the same workers
+            await old.next(timeout=1.0)
+    finally:
+        await old.close()
+    new = RawWorker(stub)  # e.g. a deployment that has the version
+    try:
+        retry = await new.next()
+        assert _kinds(retry.workflowRequest.newEvents) == ["workflowStarted", "executionStarted"]
+        await stub.CompleteOrchestratorTask(
+            spb.WorkflowResponse(
+                instanceId="ver", completionToken=retry.completionToken, actions=[_done(0, '"v2"')]
+            )
+        )
+        done = await stub.WaitForInstanceCompletion(
+            spb.GetInstanceRequest(instanceId="ver", getInputsAndOutputs=True), timeout=10
+        )
+        assert done.workflowState.output.value == '"v2"'
+        history = (await stub.GetInstanceHistory(spb.GetInstanceHistoryRequest(instanceId="ver"))).events
+        assert _kinds(history).count("executionStalled") == 1
+    finally:
+        await new.close()
