@@ -273,7 +273,7 @@ def apply(
                 appID=key.app_id,
             )
             instances.append(
-                _new_instance(
+                make_instance(
                     child_key,
                     name=child.name,
                     version=child.version if child.HasField("version") else None,
@@ -306,7 +306,7 @@ def apply(
                 else None
             )
             instances.append(
-                _new_instance(
+                make_instance(
                     detached_key,
                     name=detached.name,
                     version=detached.version if detached.HasField("version") else None,
@@ -372,7 +372,7 @@ def apply(
     )
 
 
-def _new_instance(
+def make_instance(
     key: InstanceKey,
     *,
     name: str,
@@ -420,7 +420,7 @@ def new_instance(
     parent_trace: opb.TraceContext | None = None,
 ) -> NewInstance:
     """A top-level instance created by a client's StartInstance."""
-    created = _new_instance(
+    created = make_instance(
         key,
         name=name,
         version=version,
@@ -431,6 +431,7 @@ def new_instance(
         start_at=start_at,
         tags=tags,
     )
+    assert created.start is not None
     started = created.start.event.executionStarted
     if execution_id:
         started.workflowInstance.executionId.value = execution_id

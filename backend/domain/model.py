@@ -64,11 +64,12 @@ class ActivityTask:
 
 @dataclass(frozen=True, kw_only=True)
 class NewInstance:
-    """An instance to create: its client-visible state and its ExecutionStarted message."""
+    """An instance to create: its client-visible state and its ExecutionStarted message
+    (None when the history is seeded whole, as for a rerun)."""
 
     key: InstanceKey
     state: opb.WorkflowState
-    start: Message
+    start: Message | None
     created_at: datetime
 
 

@@ -21,6 +21,7 @@ from backend.domain import events as ev
 from backend.domain import validate
 from backend.domain.applier import new_instance
 from backend.domain.model import Gate, InstanceKey, Message, is_terminal, status_name
+from backend.domain.rerun import RerunRequest, fork
 from backend.engine.notify import Notifier
 from backend.errors import AlreadyExists, FailedPrecondition, NotFound
 from backend.store.base import InstanceFilter, Store
@@ -41,6 +42,7 @@ class Instances:
         self._store = store
         self._notifier = notifier
         self._config = config
+        self.max_payload = config.max_payload_bytes
 
     # -- start and query -----------------------------------------------------
 
@@ -148,6 +150,24 @@ class Instances:
             ev.execution_resumed(ev.utcnow(), reason),
             lambda s: s.workflowStatus != opb.ORCHESTRATION_STATUS_SUSPENDED,
         )
+
+    async def rerun(self, req: RerunRequest) -> str:
+        state = await self._store.get_state(req.source)
+        if state is None:
+            raise NotFound(
+                f"workflow instance does not exist: '{req.source.instance_id}' on app '{req.source.app_id}'"
+            )
+        history = await self._store.get_history(req.source)
+        new, seed = fork(req, state, history, now=ev.utcnow())
+        try:
+            await self._store.create_instance(new, replace_terminal=False, seed=seed)
+        except AlreadyExists:
+            raise AlreadyExists(
+                f"orchestration instance already exists: '{req.new_key.instance_id}' on app "
+                f"'{req.new_key.app_id}'; choose another newInstanceID"
+            ) from None
+        self._notifier.wake(None)
+        return req.new_key.instance_id
 
     # -- history, listing, purge ------------------------------------------------
 

@@ -11,8 +11,10 @@ from backend._proto import orchestrator_service_pb2 as spb
 from backend.domain import events as ev
 from backend.domain import validate
 from backend.domain.model import InstanceKey
-from backend.engine.instances import Instances, Predicate, finished, new_id, started
-from backend.errors import InvalidArgument, Unimplemented
+from backend.domain.rerun import RerunRequest
+from backend.engine.instances import Instances, Predicate, finished, started
+from backend.engine.instances import new_id as new_id_
+from backend.errors import InvalidArgument
 from backend.service.status import Ctx, grpc_errors
 from backend.store.base import InstanceFilter
 
@@ -40,7 +42,7 @@ class ClientRpcs:
         self, request: spb.CreateInstanceRequest, context: Ctx
     ) -> spb.CreateInstanceResponse:
         async with grpc_errors(context, "StartInstance"):
-            instance_id = validate.new_instance_id(request.instanceId) if request.instanceId else new_id()
+            instance_id = validate.new_instance_id(request.instanceId) if request.instanceId else new_id_()
             key = self._key(instance_id, self._router(request))
             start_at = (
                 ev.from_ts(request.scheduledStartTimestamp)
@@ -189,5 +191,33 @@ class ClientRpcs:
         self, request: spb.RerunWorkflowFromEventRequest, context: Ctx
     ) -> spb.RerunWorkflowFromEventResponse:
         async with grpc_errors(context, "RerunWorkflowFromEvent"):
-            raise Unimplemented("RerunWorkflowFromEvent is not implemented by this server yet")
+            if not request.sourceInstanceID:
+                raise InvalidArgument("sourceInstanceID is required")
+            router = self._router(request)
+            source = self._key(request.sourceInstanceID, router)
+            new_id = (
+                request.newInstanceID
+                if request.HasField("newInstanceID") and request.newInstanceID
+                else new_id_()
+            )
+            new_key = InstanceKey(source.app_id, validate.new_instance_id(new_id))
+            if request.overwriteInput:
+                validate.payload(
+                    request.input if request.HasField("input") else None,
+                    "the rerun input",
+                    self._instances.max_payload,
+                )
+            created = await self._instances.rerun(
+                RerunRequest(
+                    source=source,
+                    new_key=new_key,
+                    event_id=request.eventID,
+                    new_input=request.input if request.HasField("input") else None,
+                    overwrite_input=request.overwriteInput,
+                    new_child_id=request.newChildWorkflowInstanceID
+                    if request.HasField("newChildWorkflowInstanceID")
+                    else None,
+                )
+            )
+            return spb.RerunWorkflowFromEventResponse(newInstanceID=created)
         raise AssertionError("unreachable")

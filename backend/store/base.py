@@ -69,8 +69,11 @@ class Store(abc.ABC):
     # -- client side ---------------------------------------------------------
 
     @abc.abstractmethod
-    async def create_instance(self, new: NewInstance, *, replace_terminal: bool) -> None:
-        """Store a new instance and its start message.
+    async def create_instance(
+        self, new: NewInstance, *, replace_terminal: bool, seed: WorkflowCommit | None = None
+    ) -> None:
+        """Store a new instance and its start message, atomically with `seed`
+        (history, messages, child instances and activities of its first state).
 
         An existing instance with the key raises AlreadyExists, unless it is
         terminal and `replace_terminal` is set: then it is replaced whole.

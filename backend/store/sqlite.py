@@ -203,13 +203,23 @@ class SqliteStore(Store):
                 new.state.SerializeToString(),
             ),
         )
-        self._insert_message(db, new.start, only_if_exists=False)
+        if new.start is not None:
+            self._insert_message(db, new.start, only_if_exists=False)
         return True
 
     # -- client side ---------------------------------------------------------
 
-    async def create_instance(self, new: NewInstance, *, replace_terminal: bool) -> None:
-        created = await self._run(lambda db: self._create(db, new, replace_terminal=replace_terminal))
+    async def create_instance(
+        self, new: NewInstance, *, replace_terminal: bool, seed: WorkflowCommit | None = None
+    ) -> None:
+        def create(db: sqlite3.Connection) -> bool:
+            if not self._create(db, new, replace_terminal=replace_terminal):
+                return False
+            if seed is not None:
+                self._apply(db, seed, length=0, now=new.created_at)
+            return True
+
+        created = await self._run(create)
         if not created:
             raise AlreadyExists(
                 f"orchestration instance already exists: '{new.key.instance_id}' on app '{new.key.app_id}'"
@@ -334,47 +344,47 @@ class SqliteStore(Store):
             raise LeaseLost(f"lease on {lease.key} is no longer held")
         return int(row[1])
 
-    async def commit_workflow(self, lease: WorkflowLease, commit: WorkflowCommit, *, now: datetime) -> None:
+    def _apply(self, db: sqlite3.Connection, commit: WorkflowCommit, *, length: int, now: datetime) -> None:
+        """Write a commit set; the caller has checked the lease (or just created the instance)."""
         key = (commit.key.app_id, commit.key.instance_id)
-
-        def apply(db: sqlite3.Connection) -> None:
-            length = self._check_lease(db, lease)
-            if commit.reset_history:
-                db.execute("DELETE FROM history WHERE app_id=? AND instance_id=?", key)
-                length = 0
-            db.executemany(
-                "INSERT INTO history (app_id, instance_id, seq, event) VALUES (?, ?, ?, ?)",
-                [(*key, length + n, e.SerializeToString()) for n, e in enumerate(commit.new_history)],
-            )
-            length += len(commit.new_history)
-            db.executemany("DELETE FROM inbox WHERE id=?", [(i,) for i in commit.consumed])
-            if commit.cancel_pending:
-                db.execute(
-                    "DELETE FROM inbox WHERE app_id=? AND instance_id=? AND visible_at>?", (*key, _t(now))
+        if commit.reset_history:
+            db.execute("DELETE FROM history WHERE app_id=? AND instance_id=?", key)
+            length = 0
+        db.executemany(
+            "INSERT INTO history (app_id, instance_id, seq, event) VALUES (?, ?, ?, ?)",
+            [(*key, length + n, e.SerializeToString()) for n, e in enumerate(commit.new_history)],
+        )
+        length += len(commit.new_history)
+        db.executemany("DELETE FROM inbox WHERE id=?", [(i,) for i in commit.consumed])
+        if commit.cancel_pending:
+            db.execute("DELETE FROM inbox WHERE app_id=? AND instance_id=? AND visible_at>?", (*key, _t(now)))
+            db.execute("DELETE FROM activities WHERE parent_app=? AND parent_id=?", key)
+        for new in commit.new_instances:
+            self._create(db, new, replace_terminal=True)
+        for m in commit.messages:
+            self._insert_message(db, m, only_if_exists=True)
+        db.executemany(
+            "INSERT INTO activities (app_id, parent_app, parent_id, request, router) VALUES (?, ?, ?, ?, ?)",
+            [
+                (
+                    a.app_id,
+                    a.parent.app_id,
+                    a.parent.instance_id,
+                    a.request.SerializeToString(),
+                    a.router.SerializeToString(),
                 )
-                db.execute("DELETE FROM activities WHERE parent_app=? AND parent_id=?", key)
-            for new in commit.new_instances:
-                self._create(db, new, replace_terminal=True)
-            for m in commit.messages:
-                self._insert_message(db, m, only_if_exists=True)
-            db.executemany(
-                "INSERT INTO activities (app_id, parent_app, parent_id, request, router) VALUES (?, ?, ?, ?, ?)",
-                [
-                    (
-                        a.app_id,
-                        a.parent.app_id,
-                        a.parent.instance_id,
-                        a.request.SerializeToString(),
-                        a.router.SerializeToString(),
-                    )
-                    for a in commit.activities
-                ],
-            )
-            db.execute(
-                "UPDATE instances SET status=?, state=?, history_len=?, lease_owner=NULL, lease_token=NULL, "
-                "lease_until=NULL WHERE app_id=? AND instance_id=?",
-                (commit.state.workflowStatus, commit.state.SerializeToString(), length, *key),
-            )
+                for a in commit.activities
+            ],
+        )
+        db.execute(
+            "UPDATE instances SET status=?, state=?, history_len=?, lease_owner=NULL, lease_token=NULL, "
+            "lease_until=NULL WHERE app_id=? AND instance_id=?",
+            (commit.state.workflowStatus, commit.state.SerializeToString(), length, *key),
+        )
+
+    async def commit_workflow(self, lease: WorkflowLease, commit: WorkflowCommit, *, now: datetime) -> None:
+        def apply(db: sqlite3.Connection) -> None:
+            self._apply(db, commit, length=self._check_lease(db, lease), now=now)
 
         await self._run(apply)
 

@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.e2e import harness
+
+HERE = Path(__file__).resolve().parent
+# Each tree imports an SDK whose generated protos clash with the other's (and with
+# backend._proto): they can only run in separate pytest processes.
+SDK_TREES = ("dapr", "legacy")
+_seen_trees = pytest.StashKey[set[str]]()
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    path = Path(collection_path).resolve()
+    if path.parent == HERE and path.name in SDK_TREES and path.is_dir():
+        seen = config.stash.setdefault(_seen_trees, set())
+        seen.add(path.name)
+        if len(seen) > 1:
+            raise pytest.UsageError(
+                "tests/e2e/dapr and tests/e2e/legacy import SDKs whose protobuf symbols "
+                "clash; run them as separate pytest invocations "
+                "(pytest tests/e2e/dapr; pytest tests/e2e/legacy)."
+            )
+    return None
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -156,7 +156,7 @@ class Server:
     """`python -m backend serve` as a subprocess.
 
     apps: mapping app ID -> port (allocated with free_port() when None).
-    store: the --store URL ("memory:", "sqlite:////abs/path.db", ...).
+    store: the --store URL ("memory:", "sqlite:////abs/path.db", ...); None omits --store.
     All stderr/stdout of every (re)start is appended to one log file.
     """
 
@@ -165,7 +165,7 @@ class Server:
         apps: Mapping[str, int | None] | Iterable[str] = ("main",),
         *,
         host: str = "127.0.0.1",
-        store: str = "memory:",
+        store: str | None = "memory:",
         log_level: str = "info",
         max_payload_bytes: int | None = None,
         extra_args: Sequence[str] = (),
@@ -210,7 +210,9 @@ class Server:
         cmd = [sys.executable, "-m", "backend", "serve", "--host", self.host]
         for app, port in self.apps.items():
             cmd += ["--app", f"{app}={port}"]
-        cmd += ["--store", self.store, "--log-level", self.log_level]
+        if self.store is not None:
+            cmd += ["--store", self.store]
+        cmd += ["--log-level", self.log_level]
         if self.max_payload_bytes is not None:
             cmd += ["--max-payload-bytes", str(self.max_payload_bytes)]
         cmd += self.extra_args
@@ -280,17 +282,18 @@ class Server:
                 )
             time.sleep(0.05)
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """Graceful stop (SIGTERM). Returns the exit code; SIGKILLs after `timeout`."""
+    def stop(self, timeout: float = 30.0, sig: int = signal.SIGTERM) -> int | None:
+        """Graceful stop (SIGTERM, or `sig`). Returns the exit code; SIGKILLs after `timeout`
+        (and then returns None)."""
         if self.proc is None:
             return None
         self._expected_exit = True
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self._append_note(f"did not stop within {timeout}s of SIGTERM; sending SIGKILL")
+                self._append_note(f"did not stop within {timeout}s of signal {sig}; sending SIGKILL")
                 self.proc.kill()
                 self.proc.wait()
                 return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -212,10 +212,23 @@ def test_external_events_raised_before_the_workflow_waits(client):
 
 
 def test_external_event_raised_before_start(client):
-    iid = uid("early")
+    # The instance exists but has not run yet (scheduled start): the event is kept
+    # and delivered once the workflow starts and waits for it.
+    start_at = datetime.now(UTC) + timedelta(seconds=2)
+    iid = client.schedule_new_workflow(
+        wait_one_event_wf, input="early-bird", instance_id=uid("early"), start_at=start_at
+    )
     client.raise_workflow_event(iid, "early-bird", data="worm")
-    client.schedule_new_workflow(wait_one_event_wf, input="early-bird", instance_id=iid)
+    assert client.get_workflow_state(iid).runtime_status == WorkflowStatus.PENDING
     assert assert_completed(client, iid) == "worm"
+
+
+def test_external_event_for_an_unknown_instance_is_not_found(client):
+    # Like the Dapr runtime: an event for an instance that does not exist is an
+    # error the caller can act on, not a silent drop.
+    with pytest.raises(grpc.RpcError) as info:
+        client.raise_workflow_event(uid("nobody"), "e", data=1)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_external_event_raised_while_waiting(client):

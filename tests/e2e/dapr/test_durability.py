@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +14,7 @@ from dapr.ext.workflow import WorkflowHistoryEventType, WorkflowStatus
 
 from tests.e2e.dapr.support import (
     Counter,
+    Gates,
     assert_completed,
     custom_status_of,
     describe,
@@ -27,6 +30,7 @@ pytestmark = pytest.mark.timeout(150)
 
 WORKER_APP = Path(__file__).with_name("worker_app.py")
 RUNS = Counter()
+GATES = Gates()
 
 
 def record(ctx, tag):
@@ -56,8 +60,19 @@ def done_wf(ctx, x):
     return {"done": v}
 
 
-WORKFLOWS = [event_wf, timer_wf, done_wf]
-ACTIVITIES = [record]
+def gated(ctx, key):
+    RUNS.incr(key)
+    assert GATES.wait(key), f"gate {key} never opened"
+    return f"gated:{key}"
+
+
+def gated_wf(ctx, key):
+    v = yield ctx.call_activity(gated, input=key)
+    return v
+
+
+WORKFLOWS = [event_wf, timer_wf, done_wf, gated_wf]
+ACTIVITIES = [record, gated]
 
 
 def sqlite_url(path: Path) -> str:
@@ -176,6 +191,63 @@ def test_server_sigkill_with_many_instances_in_flight(tmp_path):
         assert RUNS.get(f"{k}:before") == 1, k
 
 
+def test_server_sigkill_while_activity_in_flight(tmp_path):
+    key = uid("srvkill-act")
+    srv = Server(["durable"], store=sqlite_url(tmp_path / "state.db"))
+    with srv, running_runtime(srv.port(), WORKFLOWS, ACTIVITIES):
+        with workflow_client(srv.port()) as client:
+            client.schedule_new_workflow(gated_wf, input=key, instance_id=key)
+            assert GATES.entered(key), "activity never started"
+        srv.kill()
+        srv.start()
+        # The in-flight activity finishes now; its result was dispatched by the old
+        # server process, so the new one must either accept it or re-dispatch the
+        # activity (at-least-once). Either way the workflow completes.
+        GATES.open(key)
+        with workflow_client(srv.port()) as client:
+            assert assert_completed(client, key, timeout=90) == f"gated:{key}"
+    assert RUNS.get(key) >= 1
+
+
+def test_start_survives_sigkill_before_any_worker_connected(tmp_path):
+    key = uid("srvkill-start")
+    srv = Server(["durable"], store=sqlite_url(tmp_path / "state.db"))
+    with srv:
+        with workflow_client(srv.port()) as client:
+            client.schedule_new_workflow(done_wf, input=key, instance_id=key)
+        srv.kill()
+        srv.start()
+        with running_runtime(srv.port(), WORKFLOWS, ACTIVITIES), workflow_client(srv.port()) as client:
+            assert assert_completed(client, key) == {"done": key}
+    assert RUNS.get(key) == 1
+
+
+def test_graceful_stop_with_connected_worker_and_blocked_waiter(tmp_path):
+    """SIGTERM must not hang on open GetWorkItems streams or long-poll waits."""
+    srv = Server(["durable"], store=sqlite_url(tmp_path / "state.db"))
+    srv.start()
+    try:
+        with running_runtime(srv.port(), WORKFLOWS, ACTIVITIES), workflow_client(srv.port()) as client:
+            key = uid("graceful-busy")
+            client.schedule_new_workflow(event_wf, input=key, instance_id=key)
+            wait_custom_status(client, key, "waiting")
+            errors: list[BaseException] = []
+
+            def waiter() -> None:
+                try:
+                    client.wait_for_workflow_completion(key, timeout_in_seconds=60)
+                except BaseException as e:  # expected: the server goes away
+                    errors.append(e)
+
+            # Park a long-poll on the server, then stop it.
+            t = threading.Thread(target=waiter, daemon=True)
+            t.start()
+            code = srv.stop(timeout=30)
+            assert code == 0, f"server did not stop cleanly on SIGTERM (exit code {code})"
+    finally:
+        srv.stop()
+
+
 def test_graceful_stop_and_restart_keeps_state(tmp_path):
     key = uid("graceful")
     srv = Server(["durable"], store=sqlite_url(tmp_path / "state.db"))
@@ -221,3 +293,50 @@ def test_memory_store_forgets_on_restart():
         srv.restart()
         with workflow_client(srv.port()) as client:
             assert client.get_workflow_state(key) is None
+
+
+def test_sigint_is_a_graceful_stop_too(tmp_path):
+    key = uid("sigint")
+    srv = Server(["durable"], store=sqlite_url(tmp_path / "state.db"))
+    srv.start()
+    try:
+        with running_runtime(srv.port(), WORKFLOWS, ACTIVITIES), workflow_client(srv.port()) as client:
+            client.schedule_new_workflow(done_wf, input=key, instance_id=key)
+            assert assert_completed(client, key) == {"done": key}
+        code = srv.stop(timeout=30, sig=signal.SIGINT)
+        assert code == 0, f"SIGINT should stop the server gracefully, exit code {code}"
+        srv.start()
+        with workflow_client(srv.port()) as client:
+            assert output_of(client.get_workflow_state(key)) == {"done": key}
+    finally:
+        srv.stop()
+
+
+def test_relative_sqlite_url_is_relative_to_cwd(tmp_path):
+    key = uid("relsqlite")
+    srv = Server(["durable"], store="sqlite:///state-rel.db", cwd=tmp_path)
+    with srv:
+        with running_runtime(srv.port(), WORKFLOWS, ACTIVITIES), workflow_client(srv.port()) as client:
+            client.schedule_new_workflow(done_wf, input=key, instance_id=key)
+            assert assert_completed(client, key) == {"done": key}
+        assert (tmp_path / "state-rel.db").exists(), sorted(p.name for p in tmp_path.iterdir())
+        srv.kill()
+        srv.start()
+        with workflow_client(srv.port()) as client:
+            assert output_of(client.get_workflow_state(key)) == {"done": key}
+
+
+def test_default_store_is_a_sqlite_file_in_the_cwd(tmp_path):
+    key = uid("defstore")
+    srv = Server(["durable"], store=None, cwd=tmp_path)
+    with srv:
+        with running_runtime(srv.port(), WORKFLOWS, ACTIVITIES), workflow_client(srv.port()) as client:
+            client.schedule_new_workflow(done_wf, input=key, instance_id=key)
+            assert assert_completed(client, key) == {"done": key}
+        assert any(tmp_path.iterdir()), "no store file was created in the server's cwd"
+        srv.kill()
+        srv.start()
+        with workflow_client(srv.port()) as client:
+            st = client.get_workflow_state(key)
+            assert st is not None, "default store lost state across a SIGKILL"
+            assert output_of(st) == {"done": key}

@@ -177,7 +177,8 @@ def test_suspend_and_resume(client):
 
 def _start_parent_with_waiting_children(client, n):
     iid = client.schedule_new_workflow(parent_of_waiters_wf, input=n, instance_id=uid("term"))
-    child_ids = [f"{iid}:{i:04x}" for i in range(n)]
+    # SDK action IDs start at 1; default child ID is f"{parent}:{action_id:04x}".
+    child_ids = [f"{iid}:{i + 1:04x}" for i in range(n)]
     for cid in child_ids:
         wait_custom_status(client, cid, "child-waiting")
     return iid, child_ids
@@ -225,7 +226,7 @@ def test_terminate_plain_workflow(client):
 def test_purge_recursive_removes_parent_and_children(client):
     iid = client.schedule_new_workflow(parent_of_quick_wf, input=3, instance_id=uid("purge"))
     assert assert_completed(client, iid) == ["C0", "C1", "C2"]
-    child_ids = [f"{iid}:{i:04x}" for i in range(3)]
+    child_ids = [f"{iid}:{i + 1:04x}" for i in range(3)]
     for cid in child_ids:
         assert client.get_workflow_state(cid) is not None
     client.purge_workflow(iid, recursive=True)
@@ -242,7 +243,7 @@ def test_purge_non_recursive_keeps_children(client):
     client.purge_workflow(iid, recursive=False)
     assert client.get_workflow_state(iid) is None
     for i in range(2):
-        assert client.get_workflow_state(f"{iid}:{i:04x}") is not None
+        assert client.get_workflow_state(f"{iid}:{i + 1:04x}") is not None
 
 
 def test_purge_of_running_instance_fails(client):

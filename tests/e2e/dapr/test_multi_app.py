@@ -54,6 +54,18 @@ def missing_remote_activity_wf(ctx, s):
     return "unreachable"
 
 
+def missing_remote_child_wf(ctx, s):
+    try:
+        yield ctx.call_child_workflow("only_child_on_a", input=s, app_id="B")
+    except TaskFailedError as e:
+        return {"type": e.details.error_type, "message": e.details.message}
+    return "unreachable"
+
+
+def a_only_child_on_a(ctx, s):
+    return s
+
+
 def a_only_on_a(ctx, s):
     return f"only-on-A:{s}"
 
@@ -84,6 +96,8 @@ A_WORKFLOWS = [
     cross_app_activity_wf,
     cross_app_child_wf,
     missing_remote_activity_wf,
+    missing_remote_child_wf,
+    ("only_child_on_a", a_only_child_on_a),
     ("child", a_child),
     ("same_id", a_same_id),
 ]
@@ -113,7 +127,7 @@ def test_cross_app_activity(apps):
 def test_cross_app_child_workflow(apps):
     ca, cb = apps
     iid = ca.schedule_new_workflow(cross_app_child_wf, input="y", instance_id=uid("xchild"))
-    child_id = f"{iid}:0000"
+    child_id = f"{iid}:0001"
     assert assert_completed(ca, iid) == {"child_on": "B", "activity": "B:y", "id": child_id}
     # The child lives in app B's namespace.
     st = cb.get_workflow_state(child_id)
@@ -147,6 +161,24 @@ def test_same_instance_id_on_two_apps(apps):
     assert cb.get_workflow_state(iid) is not None
 
 
+def test_cross_app_child_workflow_missing_on_target(apps):
+    ca, _ = apps
+    iid = ca.schedule_new_workflow(missing_remote_child_wf, input="q", instance_id=uid("xmissc"))
+    out = assert_completed(ca, iid)
+    assert out["type"] == "OrchestratorNotRegisteredError", out
+    assert "only_child_on_a" in out["message"], out
+
+
+def test_instance_listing_is_scoped_per_app(apps):
+    ca, cb = apps
+    on_b = uid("listed-on-b")
+    cb.schedule_new_workflow("same_id", input="l", instance_id=on_b)
+    assert assert_completed(cb, on_b) == {"app": "B", "v": "B:l"}
+    assert on_b in set(cb.iter_workflow_instance_ids(page_size=100))
+    assert on_b not in set(ca.iter_workflow_instance_ids(page_size=100))
+    assert ca.get_workflow_state(on_b) is None
+
+
 def test_target_app_worker_connects_late():
     with (
         Server(["A", "B"]) as srv,
@@ -167,11 +199,38 @@ def test_target_app_worker_connects_late():
         with running_runtime(srv.port("B"), B_WORKFLOWS, B_ACTIVITIES):
             assert assert_completed(ca, iid) == {"remote": "B:late", "local": "A:late"}
             out = assert_completed(ca, iid_child)
-            assert out == {"child_on": "B", "activity": "B:late-child", "id": f"{iid_child}:0000"}
+            assert out == {"child_on": "B", "activity": "B:late-child", "id": f"{iid_child}:0001"}
 
 
-def test_cross_app_child_terminated_recursively():
-    """Recursive terminate reaches a child that runs on another app."""
+def test_cross_app_work_waits_durably_across_a_server_crash(tmp_path):
+    srv = Server(["A", "B"], store=f"sqlite:///{(tmp_path / 'multi.db').resolve()}")
+    with srv, running_runtime(srv.port("A"), A_WORKFLOWS, A_ACTIVITIES):
+        with workflow_client(srv.port("A")) as ca:
+            iid = ca.schedule_new_workflow(cross_app_activity_wf, input="dur", instance_id=uid("xdur"))
+            cid = ca.schedule_new_workflow(cross_app_child_wf, input="durc", instance_id=uid("xdurc"))
+            ca.wait_for_workflow_start(iid, timeout_in_seconds=30)
+            ca.wait_for_workflow_start(cid, timeout_in_seconds=30)
+            # Let the parents run their first turn (and so create the cross-app work) before the crash.
+            wait_until(
+                lambda: (
+                    any(e.event_type.name == "TASK_SCHEDULED" for e in ca.get_workflow_history(iid))
+                    and any(
+                        e.event_type.name == "CHILD_WORKFLOW_INSTANCE_CREATED"
+                        for e in ca.get_workflow_history(cid)
+                    )
+                ),
+                timeout=30,
+                message="cross-app work to be scheduled",
+            )
+        srv.kill()
+        srv.start()
+        with running_runtime(srv.port("B"), B_WORKFLOWS, B_ACTIVITIES), workflow_client(srv.port("A")) as ca:
+            assert assert_completed(ca, iid) == {"remote": "B:dur", "local": "A:dur"}
+            assert assert_completed(ca, cid) == {"child_on": "B", "activity": "B:durc", "id": f"{cid}:0001"}
+
+
+def test_cross_app_child_terminated_and_purged_recursively():
+    """Recursive terminate and purge reach a child that runs on another app."""
 
     with (
         Server(["A", "B"]) as srv,
@@ -181,7 +240,7 @@ def test_cross_app_child_terminated_recursively():
         workflow_client(srv.port("B")) as cb,
     ):
         iid = ca.schedule_new_workflow("waiting_parent", instance_id=uid("xterm"))
-        cid = f"{iid}:0000"
+        cid = f"{iid}:0001"
         wait_until(
             lambda: (
                 (s := cb.get_workflow_state(cid)) is not None and s.runtime_status == WorkflowStatus.RUNNING
@@ -194,6 +253,11 @@ def test_cross_app_child_terminated_recursively():
         assert st.runtime_status == WorkflowStatus.TERMINATED, describe(st)
         cst = wait_done(cb, cid, timeout=30)
         assert cst.runtime_status == WorkflowStatus.TERMINATED, describe(cst)
+
+        # A recursive purge on A reaches the child that lives on B.
+        ca.purge_workflow(iid, recursive=True)
+        assert ca.get_workflow_state(iid) is None
+        assert cb.get_workflow_state(cid) is None, "cross-app child survived a recursive purge"
 
 
 def _waiting_parent(ctx, _):

@@ -153,7 +153,8 @@ def test_child_workflows_with_default_instance_ids(client):
     iid = uid("parent")
     client.schedule_new_workflow(parent_wf, input=[1, 2, 3], instance_id=iid)
     out = assert_completed(client, iid)
-    expected_ids = [f"{iid}:0000", f"{iid}:0001", f"{iid}:0002"]
+    # SDK action IDs start at 1; default child ID is f"{parent}:{action_id:04x}".
+    expected_ids = [f"{iid}:0001", f"{iid}:0002", f"{iid}:0003"]
     assert out == [
         {"child": expected_ids[0], "value": 2},
         {"child": expected_ids[1], "value": 4},
@@ -184,7 +185,7 @@ def test_child_workflow_failure_propagates(client):
     out = assert_completed(client, iid)
     assert out["type"] == "FlakyError", out
     assert msg in out["message"], out
-    child = wait_done(client, f"{iid}:0000")
+    child = wait_done(client, f"{iid}:0001")
     assert child.runtime_status == WorkflowStatus.FAILED, describe(child)
 
 
@@ -196,7 +197,7 @@ def test_child_workflow_retry(client):
         instance_id=key,
     )
     out = assert_completed(client, iid)
-    assert out == {"ok": {"attempt": 3, "child": f"{iid}:0000"}}, out
+    assert out == {"ok": {"attempt": 3, "child": f"{iid}:0001"}}, out
     assert ATTEMPTS.get(key) == 3
 
 

@@ -15,7 +15,13 @@ import re
 import pytest
 from dapr.ext.workflow import when_all
 
-from tests.e2e.dapr.support import assert_completed, running_runtime, uid, workflow_client
+from tests.e2e.dapr.support import (
+    assert_completed,
+    running_runtime,
+    uid,
+    wait_custom_status,
+    workflow_client,
+)
 from tests.e2e.harness import Server, wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -143,3 +149,59 @@ def test_many_long_chains_concurrently(env):
             message=f"dispatch lines for {iid}",
         )
         _check_deltas(turns, 21)
+
+
+def wait_event_then_chain_wf(ctx, n):
+    x = 0
+    for _ in range(n):
+        x = yield ctx.call_activity(inc, input=x)
+    ctx.set_custom_status('"waiting"')
+    v = yield ctx.wait_for_external_event("resume")
+    for _ in range(n):
+        x = yield ctx.call_activity(inc, input=x)
+    return {"x": x, "v": v}
+
+
+def test_new_stream_gets_a_full_history_first():
+    """The server forgets what a stream had cached once the stream is gone."""
+    with Server(["stateful2"], log_level="debug") as srv, workflow_client(srv.port()) as client:
+        with running_runtime(srv.port(), [wait_event_then_chain_wf], [inc]):
+            iid = client.schedule_new_workflow(wait_event_then_chain_wf, input=5, instance_id=uid("recon"))
+            wait_custom_status(client, iid, "waiting")
+        before = len(dispatches(srv, iid))
+        # A new runtime is a new GetWorkItems stream with an empty worker-side cache.
+        with running_runtime(srv.port(), [wait_event_then_chain_wf], [inc]):
+            client.raise_workflow_event(iid, "resume", data="r")
+            assert assert_completed(client, iid) == {"x": 10, "v": "r"}
+            turns = wait_until(
+                lambda: (t := dispatches(srv, iid)) and len(t) >= before + 6 and t,
+                timeout=10,
+                message="dispatch lines after the reconnect",
+            )
+    after = turns[before:]
+    assert after[0]["cached"] is None, (
+        f"first dispatch on a new stream must carry the full history, got {after[0]} (all turns: {turns})"
+    )
+    assert after[0]["past"] >= turns[before - 1]["past"] + (turns[before - 1]["cached"] or 0), (
+        after[0],
+        turns[before - 1],
+    )
+    assert all(t["cached"] is not None for t in after[2:]), after
+
+
+def test_worker_without_stateful_capability_gets_full_histories():
+    with (
+        Server(["stateless"], log_level="debug") as srv,
+        running_runtime(srv.port(), [long_chain_wf], [inc], disable_stateful_history=True),
+        workflow_client(srv.port()) as client,
+    ):
+        iid = client.schedule_new_workflow(long_chain_wf, input=10, instance_id=uid("nocache"))
+        assert assert_completed(client, iid) == 10
+        turns = wait_until(
+            lambda: (t := dispatches(srv, iid)) and len(t) >= 11 and t,
+            timeout=10,
+            message="dispatch lines",
+        )
+    assert all(t["cached"] is None for t in turns), turns
+    pasts = [t["past"] for t in turns]
+    assert pasts == sorted(pasts) and pasts[-1] > pasts[1], pasts

@@ -260,16 +260,16 @@ def test_child_orchestrations(c):
     iid = uid("lparent")
     c.schedule_new_orchestration(lg_parent, input=[2, 3], instance_id=iid)
     assert completed(c, iid) == [
-        {"id": f"{iid}:0000", "v": 4},
-        {"id": f"{iid}:0001", "v": 9},
+        {"id": f"{iid}:0001", "v": 4},
+        {"id": f"{iid}:0002", "v": 9},
     ]
-    st = c.get_orchestration_state(f"{iid}:0001")
+    st = c.get_orchestration_state(f"{iid}:0002")
     assert st is not None and st.runtime_status == Status.COMPLETED
 
 
 def test_terminate_recursive(c):
     iid = c.schedule_new_orchestration(lg_parent_of_waiters, input=2, instance_id=uid("lterm"))
-    kids = [f"{iid}:0000", f"{iid}:0001"]
+    kids = [f"{iid}:0001", f"{iid}:0002"]
     for k in kids:
         wait_custom_status(c, k, "child-waiting")
     c.terminate_orchestration(iid, output="bye", recursive=True)
@@ -296,10 +296,10 @@ def test_suspend_resume(c):
 def test_purge(c):
     iid = uid("lpurge")
     c.schedule_new_orchestration(lg_parent, input=[1], instance_id=iid)
-    assert completed(c, iid) == [{"id": f"{iid}:0000", "v": 1}]
+    assert completed(c, iid) == [{"id": f"{iid}:0001", "v": 1}]
     c.purge_orchestration(iid, recursive=True)
     assert c.get_orchestration_state(iid) is None
-    assert c.get_orchestration_state(f"{iid}:0000") is None
+    assert c.get_orchestration_state(f"{iid}:0001") is None
 
 
 def test_purge_running_fails(c):
