@@ -71,6 +71,22 @@ def child_keys(key: InstanceKey, response: spb.WorkflowResponse) -> list[Instanc
     return out
 
 
+def activity_task(key: InstanceKey, execution_id: str, scheduled: hpb.HistoryEvent) -> ActivityTask:
+    """The activity a TaskScheduled event asks for, on the app its router targets."""
+    task = scheduled.taskScheduled
+    request = spb.ActivityRequest(
+        name=task.name,
+        input=task.input if task.HasField("input") else None,
+        workflowInstance=opb.WorkflowInstance(instanceId=key.instance_id, executionId=ev.sv(execution_id)),
+        taskId=scheduled.eventId,
+        taskExecutionId=task.taskExecutionId,
+    )
+    if task.HasField("version"):
+        request.version.CopyFrom(task.version)
+    route = scheduled.router if scheduled.HasField("router") else ev.router(key.app_id)
+    return ActivityTask(app_id=route.targetAppID or key.app_id, parent=key, request=request, router=route)
+
+
 def _target_app(key: InstanceKey, action: apb.WorkflowAction) -> str:
     if action.HasField("router") and action.router.targetAppID:
         return action.router.targetAppID
@@ -208,18 +224,7 @@ def apply(
             )
             scheduled.router.CopyFrom(route)
             history.append(scheduled)
-            request = spb.ActivityRequest(
-                name=task.name,
-                input=task.input if task.HasField("input") else None,
-                workflowInstance=opb.WorkflowInstance(
-                    instanceId=key.instance_id, executionId=ev.sv(state.execution_id)
-                ),
-                taskId=action.id,
-                taskExecutionId=task.taskExecutionId,
-            )
-            if task.HasField("version"):
-                request.version.CopyFrom(task.version)
-            activities.append(ActivityTask(app_id=target_app, parent=key, request=request, router=route))
+            activities.append(activity_task(key, state.execution_id, scheduled))
         elif k == "createTimer":
             timer = action.createTimer
             created = hpb.TimerCreatedEvent(fireAt=timer.fireAt)

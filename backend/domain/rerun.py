@@ -17,9 +17,8 @@ from google.protobuf import wrappers_pb2
 
 from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
-from backend._proto import orchestrator_service_pb2 as spb
 from backend.domain import events as ev
-from backend.domain.applier import child_instance_id, make_instance
+from backend.domain.applier import activity_task, child_instance_id, make_instance
 from backend.domain.model import ActivityTask, InstanceKey, Message, NewInstance, WorkflowCommit, is_terminal
 from backend.domain.projection import initial_state, project
 from backend.domain.state import RuntimeState
@@ -155,17 +154,7 @@ def _seed(
         route = event.router if event.HasField("router") else ev.router(key.app_id)
         target_app = route.targetAppID or key.app_id
         if event.HasField("taskScheduled"):
-            task = event.taskScheduled
-            request = spb.ActivityRequest(
-                name=task.name,
-                input=task.input if task.HasField("input") else None,
-                workflowInstance=opb.WorkflowInstance(
-                    instanceId=key.instance_id, executionId=ev.sv(state.execution_id)
-                ),
-                taskId=event.eventId,
-                taskExecutionId=task.taskExecutionId,
-            )
-            activities.append(ActivityTask(app_id=target_app, parent=key, request=request, router=route))
+            activities.append(activity_task(key, state.execution_id, event))
         elif event.HasField("timerCreated"):
             fire_at = ev.from_ts(event.timerCreated.fireAt)
             fired = ev.event(

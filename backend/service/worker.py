@@ -100,12 +100,5 @@ class WorkerRpcs:
     async def CompleteWorkflowTask(
         self, request: spb.WorkflowResponse, context: Ctx
     ) -> spb.CompleteTaskResponse:
-        return await self._complete(
-            "workflow",
-            request.completionToken,
-            request.instanceId,
-            -1,
-            request,
-            context,
-            "CompleteWorkflowTask",
-        )
+        """The same contract under its new name (Go SDK v0.12 and later)."""
+        return await self.CompleteOrchestratorTask(request, context)
