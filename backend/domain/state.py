@@ -7,7 +7,7 @@ actions, and to derive the runtime status.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from backend._proto import history_events_pb2 as hpb
@@ -42,6 +42,19 @@ class RuntimeState:
         for ev in history:
             state.add(ev)
         return state
+
+    def clone(self) -> RuntimeState:
+        """An independent copy (containers copied; events are never mutated)."""
+        return replace(
+            self,
+            tasks=dict(self.tasks),
+            tasks_done=set(self.tasks_done),
+            timers=dict(self.timers),
+            timers_fired=set(self.timers_fired),
+            children=dict(self.children),
+            children_done=set(self.children_done),
+            action_ids=set(self.action_ids),
+        )
 
     # -- folding ------------------------------------------------------------
 

@@ -1,33 +1,45 @@
-"""Recently used histories, so a turn reads only the events it has not seen.
+"""Recently used histories and their folded runtime state, so a turn reads and
+folds only the events it has not seen: per-turn cost stays flat as history grows.
 
 An entry is trusted only for the same execution and a length no greater than
 the store's: any other replica's commit shows up as a longer history_len.
+One turn per instance is in flight at a time (the lease), so an entry's list
+is extended in place after each commit.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from backend._proto import history_events_pb2 as hpb
 from backend.domain.model import InstanceKey
+from backend.domain.state import RuntimeState
+
+
+@dataclass
+class Entry:
+    execution_id: str
+    events: list[hpb.HistoryEvent]
+    state: RuntimeState  # folded over exactly `events`
 
 
 class HistoryCache:
     def __init__(self, max_instances: int) -> None:
         self._max = max_instances
-        self._entries: OrderedDict[InstanceKey, tuple[str, list[hpb.HistoryEvent]]] = OrderedDict()
+        self._entries: OrderedDict[InstanceKey, Entry] = OrderedDict()
 
-    def get(self, key: InstanceKey, execution_id: str, length: int) -> list[hpb.HistoryEvent] | None:
+    def get(self, key: InstanceKey, execution_id: str, length: int) -> Entry | None:
         entry = self._entries.get(key)
-        if entry is None or entry[0] != execution_id or len(entry[1]) > length:
+        if entry is None or entry.execution_id != execution_id or len(entry.events) > length:
             return None
         self._entries.move_to_end(key)
-        return entry[1]
+        return entry
 
-    def put(self, key: InstanceKey, execution_id: str, events: list[hpb.HistoryEvent]) -> None:
+    def put(self, key: InstanceKey, entry: Entry) -> None:
         if self._max <= 0:
             return
-        self._entries[key] = (execution_id, events)
+        self._entries[key] = entry
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)

@@ -18,7 +18,7 @@ from backend.domain.events import utcnow
 from backend.domain.model import InboxItem, InstanceKey, WorkflowCommit, is_terminal
 from backend.domain.state import RuntimeState
 from backend.domain.turn import Mode, plan, turn_started, workflow_request
-from backend.engine.history_cache import HistoryCache
+from backend.engine.history_cache import Entry, HistoryCache
 from backend.engine.notify import Notifier
 from backend.engine.streams import StreamGone, StreamHub
 from backend.errors import InvalidArgument, LeaseLost
@@ -35,20 +35,25 @@ class WorkflowTurns:
         self._config = config
         self._cache = HistoryCache(config.history_cache_instances)
 
-    async def _history(self, lease: WorkflowLease) -> list[hpb.HistoryEvent]:
+    async def _load(self, lease: WorkflowLease) -> tuple[list[hpb.HistoryEvent], RuntimeState]:
+        """The committed history and a private copy of its folded state."""
         execution_id = lease.state.executionId.value
-        cached = self._cache.get(lease.key, execution_id, lease.history_len)
-        if cached is None:
-            cached = await self._store.get_history(lease.key)
-        elif len(cached) < lease.history_len:
-            cached = cached + await self._store.get_history(lease.key, len(cached))
-        return list(cached)
+        entry = self._cache.get(lease.key, execution_id, lease.history_len)
+        if entry is None:
+            events = await self._store.get_history(lease.key)
+            entry = Entry(execution_id=execution_id, events=events, state=RuntimeState.of(events))
+            self._cache.put(lease.key, entry)
+        elif len(entry.events) < lease.history_len:  # another replica committed turns
+            tail = await self._store.get_history(lease.key, len(entry.events))
+            entry.events.extend(tail)
+            for event in tail:
+                entry.state.add(event)
+        return entry.events, entry.state.clone()
 
     async def run(self, lease: WorkflowLease) -> None:
         key = lease.key
         try:
-            history = await self._history(lease)
-            state = RuntimeState.of(history)
+            history, state = await self._load(lease)
             turn = plan(state, lease.inbox)
             now = utcnow()
             ctx = applier.TurnContext(
@@ -72,10 +77,10 @@ class WorkflowTurns:
                     return
                 commit = worker_commit
                 # The worker turn commits itself (it must answer the worker's RPC).
-                self._after_commit(lease, commit, history)
+                self._after_commit(lease, commit, history, state)
                 return
             await self._store.commit_workflow(lease, commit, now=now)
-            self._after_commit(lease, commit, history)
+            self._after_commit(lease, commit, history, state)
         except LeaseLost as err:
             log.warning("turn for %s dropped: %s", key, err)
         except Exception:
@@ -94,13 +99,22 @@ class WorkflowTurns:
             log.exception("could not release lease on %s; it expires by itself", lease.key)
 
     def _after_commit(
-        self, lease: WorkflowLease, commit: WorkflowCommit, history: list[hpb.HistoryEvent]
+        self,
+        lease: WorkflowLease,
+        commit: WorkflowCommit,
+        history: list[hpb.HistoryEvent],
+        state: RuntimeState,
     ) -> None:
         key = lease.key
-        if commit.reset_history or is_terminal(commit.state.workflowStatus):
+        committed = len(history) + len(commit.new_history)
+        if commit.reset_history or is_terminal(commit.state.workflowStatus) or state.length != committed:
+            # Restarted, finished, or a stall (the state folded events that were not committed).
             self._cache.drop(key)
         else:
-            self._cache.put(key, commit.state.executionId.value, history + list(commit.new_history))
+            history.extend(commit.new_history)
+            self._cache.put(
+                key, Entry(execution_id=commit.state.executionId.value, events=history, state=state)
+            )
         self._notifier.changed(key)
         self._notifier.wake(None)
 
