@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from backend.config import Config
 from backend.domain.events import utcnow
+from backend.domain.model import InstanceKey
 from backend.engine.activities import ActivityRuns
 from backend.engine.dispatcher import Dispatcher
 from backend.engine.instances import Instances
@@ -70,6 +71,26 @@ class Engine:
         for dispatcher in self._dispatchers:
             self._loops.append(asyncio.create_task(dispatcher.run(), name=f"dispatcher-{dispatcher.app_id}"))
         self._loops.append(asyncio.create_task(self._renew_leases(), name="lease-renewal"))
+        if self.store.changes() is not None:
+            self._loops.append(asyncio.create_task(self._follow_changes(), name="store-changes"))
+
+    async def _follow_changes(self) -> None:
+        """Wake dispatchers and waiters on writes by other servers sharing the store."""
+        while True:
+            feed = self.store.changes()
+            if feed is None:
+                return
+            try:
+                async for change in feed:
+                    if change.instance_id is None:
+                        self.notifier.wake(change.app_id)
+                    else:
+                        self.notifier.changed(InstanceKey(change.app_id, change.instance_id))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("store change feed failed; polling until it is back")
+            await asyncio.sleep(self.config.poll_seconds)
 
     async def _renew_leases(self) -> None:
         interval = self.config.lease_seconds / 3

@@ -18,6 +18,7 @@ only rules are about who may take which work when:
 from __future__ import annotations
 
 import abc
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -47,6 +48,15 @@ class ActivityLease:
     id: int | str
     token: str
     task: ActivityTask
+
+
+@dataclass(frozen=True, kw_only=True)
+class Change:
+    """Something another process wrote: new work for `app_id`, or (with
+    `instance_id`) a change to that instance's state."""
+
+    app_id: str
+    instance_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +156,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def renew_leases(self, owner: str, *, until: datetime) -> None:
         """Extend every lease this owner holds."""
+
+    def changes(self) -> AsyncIterator[Change] | None:
+        """A feed of writes made by any server sharing the store, for low-latency
+        wake-ups across processes; None when the store has no such feed (the
+        engine then relies on in-process wake-ups and polling)."""
+        return None
 
     @abc.abstractmethod
     async def retry_stalled(self, app_id: str) -> int:
