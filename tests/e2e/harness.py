@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_RE = re.compile(r"ready: app=(?P<app>\S+) address=(?P<address>\S+)")
@@ -152,11 +153,37 @@ class ServerStartError(RuntimeError):
     pass
 
 
+# The whole suite runs on MongoDB when this is set (tox -e sdk-mongo): every
+# server gets a database of its own on that replica set.
+MONGODB_ENV = "E2E_MONGODB_URL"
+
+
+def mongodb_url(database: str) -> str | None:
+    base = os.environ.get(MONGODB_ENV)
+    if not base:
+        return None
+    parts = urlsplit(base)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, ""))
+
+
+def default_store() -> str:
+    """memory: normally; a fresh MongoDB database in the MongoDB run."""
+    return mongodb_url(_unique_name("e2e").replace("-", "_")) or "memory:"
+
+
+def durable_store(tmp_path: Path) -> str:
+    """A store that survives a server restart: a SQLite file, or MongoDB in the MongoDB run."""
+    return (
+        mongodb_url(_unique_name("e2e").replace("-", "_")) or f"sqlite:///{(tmp_path / 'state.db').resolve()}"
+    )
+
+
 class Server:
     """`python -m backend serve` as a subprocess.
 
     apps: mapping app ID -> port (allocated with free_port() when None).
-    store: the --store URL ("memory:", "sqlite:////abs/path.db", ...); None omits --store.
+    store: the --store URL ("memory:", "sqlite:////abs/path.db", ...); None omits --store;
+        the default is default_store().
     All stderr/stdout of every (re)start is appended to one log file.
     """
 
@@ -165,7 +192,7 @@ class Server:
         apps: Mapping[str, int | None] | Iterable[str] = ("main",),
         *,
         host: str = "127.0.0.1",
-        store: str | None = "memory:",
+        store: str | None = "",
         log_level: str = "info",
         max_payload_bytes: int | None = None,
         extra_args: Sequence[str] = (),
@@ -179,7 +206,7 @@ class Server:
             app: (port if port is not None else free_port(host)) for app, port in items
         }
         self.host = host
-        self.store = store
+        self.store = default_store() if store == "" else store
         self.log_level = log_level
         self.max_payload_bytes = max_payload_bytes
         self.extra_args = list(extra_args)

@@ -24,7 +24,7 @@ from tests.e2e.dapr.support import (
     wait_custom_status,
     workflow_client,
 )
-from tests.e2e.harness import Server, run_worker_script, wait_until
+from tests.e2e.harness import Server, durable_store, run_worker_script, wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -75,10 +75,6 @@ WORKFLOWS = [event_wf, timer_wf, done_wf, gated_wf]
 ACTIVITIES = [record, gated]
 
 
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path.resolve()}"  # absolute path -> sqlite:////abs/path.db
-
-
 # ---------------------------------------------------------------- worker crash
 
 
@@ -113,7 +109,7 @@ def test_worker_killed_mid_activity_work_is_redispatched(tmp_path):
 
 def test_server_sigkill_while_waiting_for_event(tmp_path):
     key = uid("srvkill-ev")
-    srv = Server(["durable"], store=sqlite_url(tmp_path / "state.db"))
+    srv = Server(["durable"], store=durable_store(tmp_path))
     with srv, running_runtime(srv.port(), WORKFLOWS, ACTIVITIES):
         with workflow_client(srv.port()) as client:
             client.schedule_new_workflow(event_wf, input=key, instance_id=key)
@@ -135,7 +131,7 @@ def test_server_sigkill_while_waiting_for_event(tmp_path):
 
 def test_server_sigkill_while_timer_pending(tmp_path):
     key = uid("srvkill-timer")
-    srv = Server(["durable"], store=sqlite_url(tmp_path / "state.db"))
+    srv = Server(["durable"], store=durable_store(tmp_path))
     with srv, running_runtime(srv.port(), WORKFLOWS, ACTIVITIES):
         with workflow_client(srv.port()) as client:
             client.schedule_new_workflow(timer_wf, input={"key": key, "seconds": 6}, instance_id=key)
@@ -154,7 +150,7 @@ def test_server_sigkill_while_timer_pending(tmp_path):
 
 def test_timer_that_came_due_while_server_was_down(tmp_path):
     key = uid("srvdown-timer")
-    srv = Server(["durable"], store=sqlite_url(tmp_path / "state.db"))
+    srv = Server(["durable"], store=durable_store(tmp_path))
     with srv, running_runtime(srv.port(), WORKFLOWS, ACTIVITIES):
         with workflow_client(srv.port()) as client:
             client.schedule_new_workflow(timer_wf, input={"key": key, "seconds": 2}, instance_id=key)
@@ -173,7 +169,7 @@ def test_timer_that_came_due_while_server_was_down(tmp_path):
 
 def test_server_sigkill_with_many_instances_in_flight(tmp_path):
     keys = [uid(f"srvkill-many{i}") for i in range(10)]
-    srv = Server(["durable"], store=sqlite_url(tmp_path / "state.db"))
+    srv = Server(["durable"], store=durable_store(tmp_path))
     with srv, running_runtime(srv.port(), WORKFLOWS, ACTIVITIES):
         with workflow_client(srv.port()) as client:
             for k in keys:
@@ -193,7 +189,7 @@ def test_server_sigkill_with_many_instances_in_flight(tmp_path):
 
 def test_server_sigkill_while_activity_in_flight(tmp_path):
     key = uid("srvkill-act")
-    srv = Server(["durable"], store=sqlite_url(tmp_path / "state.db"))
+    srv = Server(["durable"], store=durable_store(tmp_path))
     with srv, running_runtime(srv.port(), WORKFLOWS, ACTIVITIES):
         with workflow_client(srv.port()) as client:
             client.schedule_new_workflow(gated_wf, input=key, instance_id=key)
@@ -211,7 +207,7 @@ def test_server_sigkill_while_activity_in_flight(tmp_path):
 
 def test_start_survives_sigkill_before_any_worker_connected(tmp_path):
     key = uid("srvkill-start")
-    srv = Server(["durable"], store=sqlite_url(tmp_path / "state.db"))
+    srv = Server(["durable"], store=durable_store(tmp_path))
     with srv:
         with workflow_client(srv.port()) as client:
             client.schedule_new_workflow(done_wf, input=key, instance_id=key)
@@ -224,7 +220,7 @@ def test_start_survives_sigkill_before_any_worker_connected(tmp_path):
 
 def test_graceful_stop_with_connected_worker_and_blocked_waiter(tmp_path):
     """SIGTERM must not hang on open GetWorkItems streams or long-poll waits."""
-    srv = Server(["durable"], store=sqlite_url(tmp_path / "state.db"))
+    srv = Server(["durable"], store=durable_store(tmp_path))
     srv.start()
     try:
         with running_runtime(srv.port(), WORKFLOWS, ACTIVITIES), workflow_client(srv.port()) as client:
@@ -250,7 +246,7 @@ def test_graceful_stop_with_connected_worker_and_blocked_waiter(tmp_path):
 
 def test_graceful_stop_and_restart_keeps_state(tmp_path):
     key = uid("graceful")
-    srv = Server(["durable"], store=sqlite_url(tmp_path / "state.db"))
+    srv = Server(["durable"], store=durable_store(tmp_path))
     srv.start()
     try:
         with (
@@ -297,7 +293,7 @@ def test_memory_store_forgets_on_restart():
 
 def test_sigint_is_a_graceful_stop_too(tmp_path):
     key = uid("sigint")
-    srv = Server(["durable"], store=sqlite_url(tmp_path / "state.db"))
+    srv = Server(["durable"], store=durable_store(tmp_path))
     srv.start()
     try:
         with running_runtime(srv.port(), WORKFLOWS, ACTIVITIES), workflow_client(srv.port()) as client:

@@ -18,7 +18,7 @@ from tests.e2e.dapr.support import (
     wait_done,
     workflow_client,
 )
-from tests.e2e.harness import Server, wait_until
+from tests.e2e.harness import Server, durable_store, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -203,7 +203,7 @@ def test_target_app_worker_connects_late():
 
 
 def test_cross_app_work_waits_durably_across_a_server_crash(tmp_path):
-    srv = Server(["A", "B"], store=f"sqlite:///{(tmp_path / 'multi.db').resolve()}")
+    srv = Server(["A", "B"], store=durable_store(tmp_path))
     with srv, running_runtime(srv.port("A"), A_WORKFLOWS, A_ACTIVITIES):
         with workflow_client(srv.port("A")) as ca:
             iid = ca.schedule_new_workflow(cross_app_activity_wf, input="dur", instance_id=uid("xdur"))
