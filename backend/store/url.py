@@ -4,6 +4,8 @@ memory:                       SQLite in memory (tests; lost on exit)
 sqlite:///relative/path.db    SQLite file relative to the working directory
 sqlite:////absolute/path.db   SQLite file at an absolute path
 ...?synchronous=normal        faster commits, may lose the last ones on power loss
+mongodb://HOST[,HOST...]/DB?replicaSet=NAME   MongoDB >= 6.0 (replica set or sharded cluster);
+mongodb+srv://HOST/DB                         DB defaults to "durabletask"
 """
 
 from __future__ import annotations
@@ -34,5 +36,9 @@ def open_store(url: str) -> Store:
             raise InvalidArgument(f"store URL {url!r}: synchronous must be full, normal or extra")
         return SqliteStore(path, synchronous=sync)
     if parts.scheme in ("mongodb", "mongodb+srv"):
-        raise InvalidArgument("the MongoDB store is not available in this build yet")
+        try:
+            from backend.store.mongo import MongoStore
+        except ImportError as e:
+            raise InvalidArgument(f"the MongoDB store needs pymongo>=4.13,<5 installed ({e})") from e
+        return MongoStore(url)
     raise InvalidArgument(f"unknown store URL {url!r}: expected memory:, sqlite:///FILE or mongodb://...")

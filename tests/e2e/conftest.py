@@ -36,3 +36,24 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         for proc in harness.live_processes():
             report.sections.append((f"{proc.name} output tail ({proc.log_path})", proc.log_tail(60)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mongodb_for_the_run():
+    """E2E_MONGOD=1 (tox -e sdk-mongo): start one mongod replica set for the
+    session and run every server of the suite on it. A mongod that cannot
+    start fails the run; it never falls back to another store."""
+    import os
+
+    if os.environ.get("E2E_MONGOD") != "1":
+        yield
+        return
+    from tests.store.mongod import Mongod
+
+    server = Mongod.start()
+    os.environ[harness.MONGODB_ENV] = server.url
+    try:
+        yield
+    finally:
+        os.environ.pop(harness.MONGODB_ENV, None)
+        server.stop()

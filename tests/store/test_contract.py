@@ -6,6 +6,7 @@ visibility are tested without sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +28,7 @@ from backend.domain.model import (
 )
 from backend.errors import AlreadyExists, LeaseLost
 from backend.store import Store, open_store
-from backend.store.base import InstanceFilter, WorkflowLease
+from backend.store.base import Change, InstanceFilter, WorkflowLease
 
 APP = "app-a"
 OTHER_APP = "app-b"
@@ -967,3 +968,34 @@ async def test_sqlite_clears_stale_leases_on_open(tmp_path: Path) -> None:
         assert again.task == act.task
     finally:
         await store.close()
+
+
+# -- change feed (stores shared by several servers) -----------------------------------
+
+
+async def test_change_feed_reports_other_servers_writes(store: Store, store_url: str) -> None:
+    if not store_url.startswith("mongodb"):
+        # One process owns an embedded store: nothing else writes, there is no feed.
+        assert store.changes() is None
+        return
+    feed = store.changes()
+    assert feed is not None
+    other = open_store(store_url)  # a second server on the same database
+    await other.open()
+    try:
+        seen: list[Change] = []
+
+        async def collect() -> None:
+            async for change in feed:
+                seen.append(change)
+                if any(c.instance_id is None for c in seen) and any(c.instance_id for c in seen):
+                    return
+
+        task = asyncio.create_task(collect())
+        await asyncio.sleep(0.5)  # the change stream is open before the writes
+        await other.create_instance(new(), replace_terminal=False)
+        await asyncio.wait_for(task, 20)
+        assert Change(app_id=APP) in seen  # new work (the start message)
+        assert Change(app_id=APP, instance_id=KEY.instance_id) in seen  # the instance changed
+    finally:
+        await other.close()
