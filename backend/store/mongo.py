@@ -151,9 +151,15 @@ class MongoStore(Store):
     # -- connection ----------------------------------------------------------------------------
 
     async def open(self) -> None:
+        # Fail fast while the database is unreachable (callers get UNAVAILABLE and the
+        # engine retries) instead of pymongo's 30 s default; a URL setting wins.
+        timeouts: dict[str, Any] = (
+            {} if "serverselectiontimeoutms" in self._url.lower() else {"serverSelectionTimeoutMS": 5000}
+        )
         try:
             client: AsyncMongoClient[Doc] = AsyncMongoClient(
                 self._url,
+                **timeouts,
                 w="majority",
                 journal=True,
                 readConcernLevel="majority",
