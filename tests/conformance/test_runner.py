@@ -1,0 +1,53 @@
+"""The conformance runner fails what is broken: a wrong expectation, a silent
+harness. (Runs the real runner, server and Python SDK harness as processes.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ROOT / "conformance" / "scenarios"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conformance.runner", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_runner_passes_a_good_scenario_and_fails_a_broken_one(tmp_path: Path) -> None:
+    scenarios = tmp_path / "scenarios"
+    for name in ("hello_chain", "durable_timer"):
+        shutil.copytree(SCENARIOS / name, scenarios / name)
+    broken = scenarios / "durable_timer" / "scenario.json"
+    spec = json.loads(broken.read_text())
+    spec["expect"]["main"]["output"] = "not what the workflow returns"
+    broken.write_text(json.dumps(spec))
+
+    report = tmp_path / "report.json"
+    proc = _run("--sdk", "python", "--scenarios-dir", str(scenarios), "--json", str(report))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    results = {r["scenario"]: r for r in json.loads(report.read_text())["results"]}
+    assert results["hello_chain"]["passed"] is True
+    assert results["durable_timer"]["passed"] is False
+    assert "not what the workflow returns" in results["durable_timer"]["reason"]
+    assert "1 passed, 1 failed" in proc.stdout
+
+
+def test_a_harness_that_reports_nothing_has_failed(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    silent = f"{sys.executable} -c pass"
+    proc = _run(
+        "--harness", f"silent={silent}", "--sdk", "silent", "--scenario", "hello_chain", "--json", str(report)
+    )
+    assert proc.returncode == 1
+    (result,) = json.loads(report.read_text())["results"]
+    assert result["passed"] is False and "no result line" in result["reason"]
