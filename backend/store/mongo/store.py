@@ -30,29 +30,23 @@ let a timer fire up to a millisecond early, or compare equal when it is not).
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
 
-from bson import ObjectId
-from bson.errors import InvalidId
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConfigurationError, ConnectionFailure, DuplicateKeyError, PyMongoError
-from pymongo.read_concern import ReadConcern
+from pymongo.errors import ConfigurationError, DuplicateKeyError, PyMongoError
 from pymongo.read_preferences import ReadPreference
-from pymongo.write_concern import WriteConcern
 
 from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
 from backend._proto import orchestrator_service_pb2 as spb
 from backend.domain.model import (
     ActivityTask,
-    Gate,
     InboxItem,
     InstanceKey,
     Message,
@@ -62,83 +56,28 @@ from backend.domain.model import (
 )
 from backend.errors import AlreadyExists, InvalidArgument, LeaseLost, Unavailable
 from backend.store.base import ActivityLease, Change, InstanceFilter, Store, WorkflowLease
-from backend.store.mongo_feed import follow
-
-T = TypeVar("T")
-Doc = dict[str, Any]
-
-DEFAULT_DATABASE = "durabletask"
-
-_STALLED = int(opb.ORCHESTRATION_STATUS_STALLED)
-_WAITING = [
-    int(opb.ORCHESTRATION_STATUS_PENDING),
-    int(opb.ORCHESTRATION_STATUS_SUSPENDED),
-    _STALLED,
-]
-_CONTROL, _START = int(Gate.CONTROL), int(Gate.START)
-
-_WRITE = WriteConcern(w="majority", j=True)
-_READ = ReadConcern("majority")
-_SNAPSHOT = ReadConcern("snapshot")
-# A duplicate key inside a transaction means a concurrent insert committed after
-# our snapshot: run the transaction again (it then sees the row) a few times.
-_DUPLICATE_RETRIES = 3
-
-# -- times ---------------------------------------------------------------------------------------
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
-# SDKs wait "forever" with timers at 9999-12-31.
-_LATEST = datetime.max.replace(tzinfo=UTC)
-
-
-def _t(moment: datetime | None) -> int:
-    """Microseconds since the epoch; None is 0, as in the SQLite store."""
-    if moment is None:
-        return 0
-    if moment.tzinfo is None:  # naive means local time, as datetime.timestamp() has it
-        moment = moment.astimezone(UTC)
-    return (moment - _EPOCH) // _MICRO
-
-
-_LATEST_T = _t(_LATEST)
-
-
-def _dt(value: int) -> datetime:
-    return _LATEST if value >= _LATEST_T else _EPOCH + value * _MICRO
-
-
-def _free(now: int) -> Doc:
-    """Filter: not leased at `now` (no lease, or it expired)."""
-    return {"$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
-
-
-def _gates(status: int, control_only: bool) -> list[int] | None:
-    """The gates whose messages an instance with `status` may take (None: all)."""
-    if control_only or status == _STALLED:
-        return [_CONTROL]
-    if status in _WAITING:
-        return [_START, _CONTROL]
-    return None
-
-
-def _oid(value: int | str) -> ObjectId | None:
-    try:
-        return ObjectId(value) if isinstance(value, str) else None
-    except InvalidId:
-        return None
-
-
-def _key(key: InstanceKey) -> Doc:
-    return {"app_id": key.app_id, "instance_id": key.instance_id}
-
-
-@contextlib.contextmanager
-def _unavailable() -> Iterator[None]:
-    try:
-        yield
-    except ConnectionFailure as e:  # includes server selection timeouts
-        raise Unavailable(f"MongoDB is unreachable: {e}") from e
+from backend.store.mongo.codec import (
+    CONTROL,
+    DEFAULT_DATABASE,
+    DUPLICATE_RETRIES,
+    READ,
+    SNAPSHOT,
+    STALLED,
+    START,
+    WAITING,
+    WRITE,
+    Doc,
+    T,
+    from_micros,
+    gates_for,
+    key_filter,
+    micros,
+    object_id,
+    unavailable,
+    unleased,
+)
+from backend.store.mongo.feed import follow
+from backend.store.mongo.writes import Writes
 
 
 class MongoStore(Store):
@@ -147,6 +86,7 @@ class MongoStore(Store):
         self._database = database
         self._client: AsyncMongoClient[Doc] | None = None
         self._db: AsyncDatabase[Doc] | None = None
+        self._writes: Writes | None = None
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -172,7 +112,7 @@ class MongoStore(Store):
         try:
             name = self._database or client.get_default_database(DEFAULT_DATABASE).name
             db = client.get_database(
-                name, write_concern=_WRITE, read_concern=_READ, read_preference=ReadPreference.PRIMARY
+                name, write_concern=WRITE, read_concern=READ, read_preference=ReadPreference.PRIMARY
             )
             try:
                 hello = await client.admin.command("hello")
@@ -184,12 +124,12 @@ class MongoStore(Store):
                     "standalone; start mongod with --replSet and run rs.initiate() (a single-node "
                     "replica set is fine)"
                 )
-            with _unavailable():
+            with unavailable():
                 await self._create_indexes(db)
         except BaseException:
             await client.close()
             raise
-        self._client, self._db = client, db
+        self._client, self._db, self._writes = client, db, Writes(db)
 
     @staticmethod
     async def _create_indexes(db: AsyncDatabase[Doc]) -> None:
@@ -222,7 +162,7 @@ class MongoStore(Store):
         )
 
     async def close(self) -> None:
-        client, self._client, self._db = self._client, None, None
+        client, self._client, self._db, self._writes = self._client, None, None, None
         if client is not None:
             await client.close()
 
@@ -230,6 +170,11 @@ class MongoStore(Store):
     def _d(self) -> AsyncDatabase[Doc]:
         assert self._db is not None, "store is not open"
         return self._db
+
+    @property
+    def _w(self) -> Writes:
+        assert self._writes is not None, "store is not open"
+        return self._writes
 
     @property
     def _instances(self) -> AsyncCollection[Doc]:
@@ -251,164 +196,20 @@ class MongoStore(Store):
         """Run `fn` in one transaction; transient errors and unknown commit results are
         retried by with_transaction, a duplicate key by running it again."""
         assert self._client is not None, "store is not open"
-        for attempt in range(_DUPLICATE_RETRIES):
-            with _unavailable():
+        for attempt in range(DUPLICATE_RETRIES):
+            with unavailable():
                 async with self._client.start_session() as session:
                     try:
                         return await session.with_transaction(
                             fn,
-                            read_concern=_SNAPSHOT,
-                            write_concern=_WRITE,
+                            read_concern=SNAPSHOT,
+                            write_concern=WRITE,
                             read_preference=ReadPreference.PRIMARY,
                         )
                     except DuplicateKeyError:
-                        if attempt + 1 == _DUPLICATE_RETRIES:
+                        if attempt + 1 == DUPLICATE_RETRIES:
                             raise
         raise AssertionError("unreachable")
-
-    # -- helpers (inside a transaction) ---------------------------------------------------------
-
-    async def _insert_messages(
-        self, s: AsyncClientSession, messages: list[Message], *, only_if_exists: bool = True
-    ) -> int:
-        """Queue messages for instances that exist (in order); the number stored."""
-        by_target: dict[InstanceKey, list[Message]] = {}
-        for m in messages:
-            by_target.setdefault(m.target, []).append(m)
-        docs: list[Doc] = []
-        for target, batch in by_target.items():
-            # Allocating the positions is the existence check, and a write to the
-            # instance: a concurrent purge or replace conflicts with it.
-            before = await self._instances.find_one_and_update(
-                _key(target),
-                {"$inc": {"inbox_seq": len(batch)}},
-                projection={"inbox_seq": 1, "_id": 0},
-                return_document=ReturnDocument.BEFORE,
-                session=s,
-            )
-            if before is None:
-                if only_if_exists:
-                    continue
-                raise AssertionError(f"{target} was just created but is missing")
-            first = int(before.get("inbox_seq", 0))
-            docs.extend(
-                {
-                    "_id": ObjectId(),
-                    "app_id": target.app_id,
-                    "instance_id": target.instance_id,
-                    "seq": first + n,
-                    "gate": int(m.gate),
-                    "visible_at": _t(m.visible_at),
-                    "event": m.event.SerializeToString(),
-                }
-                for n, m in enumerate(batch)
-            )
-        if docs:
-            await self._inbox.insert_many(docs, ordered=True, session=s)
-        return len(docs)
-
-    async def _delete_instance(self, s: AsyncClientSession, key: InstanceKey) -> None:
-        k = _key(key)
-        await self._instances.delete_one(k, session=s)
-        await self._history.delete_many(k, session=s)
-        await self._inbox.delete_many(k, session=s)
-        await self._activities.delete_many(
-            {"parent_app": key.app_id, "parent_id": key.instance_id}, session=s
-        )
-
-    async def _create(self, s: AsyncClientSession, new: NewInstance, *, replace_terminal: bool) -> bool:
-        existing = await self._instances.find_one(
-            _key(new.key), projection={"status": 1, "generation": 1}, session=s
-        )
-        generation = 0
-        if existing is not None:
-            if not (replace_terminal and is_terminal(int(existing["status"]))):
-                return False
-            await self._delete_instance(s, new.key)
-            generation = int(existing.get("generation", 0)) + 1
-        await self._instances.insert_one(
-            {
-                **_key(new.key),
-                "status": int(new.state.workflowStatus),
-                "created_at": _t(new.created_at),
-                "state": new.state.SerializeToString(),
-                "history_len": 0,
-                "lease_owner": None,
-                "lease_token": None,
-                "lease_until": None,
-                "generation": generation,
-                "inbox_seq": 0,
-            },
-            session=s,
-        )
-        if new.start is not None:
-            await self._insert_messages(s, [new.start], only_if_exists=False)
-        return True
-
-    async def _apply(
-        self, s: AsyncClientSession, commit: WorkflowCommit, *, length: int, now: datetime
-    ) -> None:
-        """Write a commit set; the caller has checked the lease (or just created the instance)."""
-        key = commit.key
-        k = _key(key)
-        if commit.reset_history:
-            await self._history.delete_many(k, session=s)
-            length = 0
-        if commit.new_history:
-            await self._history.insert_many(
-                [
-                    {**k, "seq": length + n, "event": e.SerializeToString()}
-                    for n, e in enumerate(commit.new_history)
-                ],
-                ordered=True,
-                session=s,
-            )
-        length += len(commit.new_history)
-        consumed = [oid for oid in (_oid(i) for i in commit.consumed) if oid is not None]
-        if consumed:
-            await self._inbox.delete_many({"_id": {"$in": consumed}}, session=s)
-        if commit.cancel_pending:
-            await self._inbox.delete_many({**k, "visible_at": {"$gt": _t(now)}}, session=s)
-            await self._activities.delete_many(
-                {"parent_app": key.app_id, "parent_id": key.instance_id}, session=s
-            )
-        for new in commit.new_instances:
-            await self._create(s, new, replace_terminal=True)
-        await self._insert_messages(s, commit.messages)
-        if commit.activities:
-            await self._activities.insert_many(
-                [
-                    {
-                        "_id": ObjectId(),
-                        "app_id": a.app_id,
-                        "parent_app": a.parent.app_id,
-                        "parent_id": a.parent.instance_id,
-                        "request": a.request.SerializeToString(),
-                        "router": a.router.SerializeToString(),
-                        "not_before": 0,
-                        "lease_owner": None,
-                        "lease_token": None,
-                        "lease_until": None,
-                    }
-                    for a in commit.activities
-                ],
-                ordered=True,
-                session=s,
-            )
-        await self._instances.update_one(
-            k,
-            {
-                "$set": {
-                    "status": int(commit.state.workflowStatus),
-                    "state": commit.state.SerializeToString(),
-                    "history_len": length,
-                    "lease_owner": None,
-                    "lease_token": None,
-                    "lease_until": None,
-                }
-            },
-            session=s,
-        )
 
     # -- client side ---------------------------------------------------------------------------
 
@@ -416,10 +217,10 @@ class MongoStore(Store):
         self, new: NewInstance, *, replace_terminal: bool, seed: WorkflowCommit | None = None
     ) -> None:
         async def create(s: AsyncClientSession) -> bool:
-            if not await self._create(s, new, replace_terminal=replace_terminal):
+            if not await self._w.create(s, new, replace_terminal=replace_terminal):
                 return False
             if seed is not None:
-                await self._apply(s, seed, length=0, now=new.created_at)
+                await self._w.apply(s, seed, length=0, now=new.created_at)
             return True
 
         if not await self._tx(create):
@@ -428,21 +229,21 @@ class MongoStore(Store):
             )
 
     async def get_state(self, key: InstanceKey) -> opb.WorkflowState | None:
-        with _unavailable():
-            doc = await self._instances.find_one(_key(key), projection={"state": 1})
+        with unavailable():
+            doc = await self._instances.find_one(key_filter(key), projection={"state": 1})
         return None if doc is None else opb.WorkflowState.FromString(doc["state"])
 
     async def get_history(self, key: InstanceKey, start: int = 0) -> list[hpb.HistoryEvent]:
-        with _unavailable():
+        with unavailable():
             cursor = self._history.find(
-                {**_key(key), "seq": {"$gte": start}}, projection={"event": 1, "_id": 0}
+                {**key_filter(key), "seq": {"$gte": start}}, projection={"event": 1, "_id": 0}
             ).sort("seq", ASCENDING)
             return [hpb.HistoryEvent.FromString(d["event"]) async for d in cursor]
 
     async def list_instance_ids(self, app_id: str, *, after: str | None, limit: int) -> list[str]:
         if limit == 0:
             return []
-        with _unavailable():
+        with unavailable():
             cursor = (
                 self._instances.find(
                     {"app_id": app_id, "instance_id": {"$gt": after or ""}},
@@ -457,14 +258,14 @@ class MongoStore(Store):
         query: Doc = {"app_id": where.app_id}
         created: Doc = {}
         if where.created_from is not None:
-            created["$gte"] = _t(where.created_from)
+            created["$gte"] = micros(where.created_from)
         if where.created_to is not None:
-            created["$lte"] = _t(where.created_to)
+            created["$lte"] = micros(where.created_to)
         if created:
             query["created_at"] = created
         if where.statuses:
             query["status"] = {"$in": sorted(int(s) for s in where.statuses)}
-        with _unavailable():
+        with unavailable():
             cursor = self._instances.find(query, projection={"instance_id": 1, "_id": 0}).sort(
                 "instance_id", ASCENDING
             )
@@ -472,16 +273,16 @@ class MongoStore(Store):
 
     async def send(self, message: Message) -> bool:
         async def send(s: AsyncClientSession) -> bool:
-            return await self._insert_messages(s, [message]) > 0
+            return await self._w.insert_messages(s, [message]) > 0
 
         return await self._tx(send)
 
     async def purge(self, key: InstanceKey, *, only_terminal: bool) -> bool:
         async def purge(s: AsyncClientSession) -> bool:
-            doc = await self._instances.find_one(_key(key), projection={"status": 1}, session=s)
+            doc = await self._instances.find_one(key_filter(key), projection={"status": 1}, session=s)
             if doc is None or (only_terminal and not is_terminal(int(doc["status"]))):
                 return False
-            await self._delete_instance(s, key)
+            await self._w.delete_instance(s, key)
             return True
 
         return await self._tx(purge)
@@ -500,10 +301,10 @@ class MongoStore(Store):
     ) -> list[WorkflowLease]:
         if limit == 0:
             return []
-        t, until_t = _t(now), _t(until)
+        t, until_t = micros(now), micros(until)
         visible: Doc = {"app_id": app_id, "visible_at": {"$lte": t}}
         if control_only:
-            visible["gate"] = _CONTROL
+            visible["gate"] = CONTROL
         pipeline: list[Mapping[str, Any]] = [
             {"$match": visible},
             {"$group": {"_id": "$instance_id", "gates": {"$addToSet": "$gate"}}},
@@ -513,7 +314,7 @@ class MongoStore(Store):
                     "localField": "_id",
                     "foreignField": "instance_id",
                     "pipeline": [
-                        {"$match": {"app_id": app_id, **_free(t)}},
+                        {"$match": {"app_id": app_id, **unleased(t)}},
                         {"$project": {"_id": 0, "status": 1}},
                     ],
                     "as": "i",
@@ -525,9 +326,9 @@ class MongoStore(Store):
             {
                 "$match": {
                     "$or": [
-                        {"gates": _CONTROL},
-                        {"gates": _START, "i.status": {"$ne": _STALLED}},
-                        {"i.status": {"$nin": _WAITING}},
+                        {"gates": CONTROL},
+                        {"gates": START, "i.status": {"$ne": STALLED}},
+                        {"i.status": {"$nin": WAITING}},
                     ]
                 }
             },
@@ -537,7 +338,7 @@ class MongoStore(Store):
             pipeline.append({"$limit": 2 * limit})
         leases: list[WorkflowLease] = []
         assert self._client is not None, "store is not open"
-        with _unavailable():
+        with unavailable():
             async with self._client.start_session(causal_consistency=True) as s:
                 candidates = [str(d["_id"]) async for d in await self._inbox.aggregate(pipeline, session=s)]
                 for iid in candidates:
@@ -560,7 +361,7 @@ class MongoStore(Store):
     ) -> WorkflowLease | None:
         token = uuid.uuid4().hex
         doc = await self._instances.find_one_and_update(
-            {**_key(key), **_free(now)},
+            {**key_filter(key), **unleased(now)},
             {
                 "$set": {"lease_owner": owner, "lease_token": token, "lease_until": until},
                 "$inc": {"generation": 1},
@@ -571,8 +372,8 @@ class MongoStore(Store):
         )
         if doc is None:
             return None  # another owner won it
-        query: Doc = {**_key(key), "visible_at": {"$lte": now}}
-        gates = _gates(int(doc["status"]), control_only)
+        query: Doc = {**key_filter(key), "visible_at": {"$lte": now}}
+        gates = gates_for(int(doc["status"]), control_only)
         if gates is not None:
             query["gate"] = {"$in": gates}
         cursor = self._inbox.find(query, projection={"event": 1}, session=s).sort("seq", ASCENDING)
@@ -582,7 +383,7 @@ class MongoStore(Store):
         if not inbox:
             # Another owner's turn took the messages between our query and the claim.
             await self._instances.update_one(
-                {**_key(key), "lease_token": token},
+                {**key_filter(key), "lease_token": token},
                 {"$set": {"lease_owner": None, "lease_token": None, "lease_until": None}},
                 session=s,
             )
@@ -599,26 +400,26 @@ class MongoStore(Store):
         async def apply(s: AsyncClientSession) -> None:
             # The fence, and the first write: a competing claim conflicts from here on.
             doc = await self._instances.find_one_and_update(
-                {**_key(lease.key), "lease_token": lease.token},
+                {**key_filter(lease.key), "lease_token": lease.token},
                 {"$inc": {"generation": 1}},
                 projection={"_id": 0, "history_len": 1},
                 session=s,
             )
             if doc is None:
                 raise LeaseLost(f"lease on {lease.key} is no longer held")
-            await self._apply(s, commit, length=int(doc["history_len"]), now=now)
+            await self._w.apply(s, commit, length=int(doc["history_len"]), now=now)
 
         await self._tx(apply)
 
     async def abandon_workflow(self, lease: WorkflowLease, *, retry_at: datetime | None) -> None:
-        with _unavailable():
+        with unavailable():
             await self._instances.update_one(
-                {**_key(lease.key), "lease_token": lease.token},
+                {**key_filter(lease.key), "lease_token": lease.token},
                 {
                     "$set": {
                         "lease_owner": None,
                         "lease_token": None,
-                        "lease_until": None if retry_at is None else _t(retry_at),
+                        "lease_until": None if retry_at is None else micros(retry_at),
                     }
                 },
             )
@@ -628,10 +429,10 @@ class MongoStore(Store):
     ) -> list[ActivityLease]:
         if limit == 0:
             return []
-        t, until_t = _t(now), _t(until)
-        due: Doc = {"app_id": app_id, "not_before": {"$lte": t}, **_free(t)}
+        t, until_t = micros(now), micros(until)
+        due: Doc = {"app_id": app_id, "not_before": {"$lte": t}, **unleased(t)}
         out: list[ActivityLease] = []
-        with _unavailable():
+        with unavailable():
             cursor = self._activities.find(due, projection={"_id": 1}).sort("_id", ASCENDING)
             if limit > 0:
                 cursor = cursor.limit(2 * limit)
@@ -662,7 +463,7 @@ class MongoStore(Store):
         return out
 
     async def complete_activity(self, lease: ActivityLease, result: Message) -> None:
-        oid = _oid(lease.id)
+        oid = object_id(lease.id)
 
         async def complete(s: AsyncClientSession) -> None:
             deleted = 0
@@ -671,15 +472,15 @@ class MongoStore(Store):
                 deleted = done.deleted_count
             if not deleted:
                 raise LeaseLost(f"activity {lease.id} is no longer leased by this server")
-            await self._insert_messages(s, [result])
+            await self._w.insert_messages(s, [result])
 
         await self._tx(complete)
 
     async def abandon_activity(self, lease: ActivityLease, *, retry_at: datetime | None) -> None:
-        oid = _oid(lease.id)
+        oid = object_id(lease.id)
         if oid is None:
             return
-        with _unavailable():
+        with unavailable():
             await self._activities.update_one(
                 {"_id": oid, "lease_token": lease.token},
                 {
@@ -687,14 +488,14 @@ class MongoStore(Store):
                         "lease_owner": None,
                         "lease_token": None,
                         "lease_until": None,
-                        "not_before": _t(retry_at),
+                        "not_before": micros(retry_at),
                     }
                 },
             )
 
     async def renew_leases(self, owner: str, *, until: datetime) -> None:
-        update = {"$set": {"lease_until": _t(until)}}
-        with _unavailable():
+        update = {"$set": {"lease_until": micros(until)}}
+        with unavailable():
             await self._instances.update_many({"lease_owner": owner}, update)
             await self._activities.update_many({"lease_owner": owner}, update)
 
@@ -704,17 +505,17 @@ class MongoStore(Store):
     async def retry_stalled(self, app_id: str) -> int:
         # Only the gating field changes; the client-visible state stays STALLED
         # until the retried turn commits (RUNNING) or stalls again.
-        with _unavailable():
+        with unavailable():
             result = await self._instances.update_many(
-                {"app_id": app_id, "status": _STALLED},
+                {"app_id": app_id, "status": STALLED},
                 {"$set": {"status": int(opb.ORCHESTRATION_STATUS_RUNNING)}},
             )
         return result.modified_count
 
     async def next_due(self, app_id: str, *, now: datetime) -> datetime | None:
-        t = _t(now)
+        t = micros(now)
         found: list[int] = []
-        with _unavailable():
+        with unavailable():
             for collection, field in (
                 (self._inbox, "visible_at"),
                 (self._instances, "lease_until"),
@@ -728,4 +529,4 @@ class MongoStore(Store):
                 )
                 if doc is not None:
                     found.append(int(doc[field]))
-        return _dt(min(found)) if found else None
+        return from_micros(min(found)) if found else None

@@ -1,0 +1,166 @@
+"""The writes of a MongoDB store transaction: queue messages, create or delete an
+instance, apply a commit set. Each takes the transaction's session; the caller
+has checked the lease (or just created the instance)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from backend.domain.model import InstanceKey, Message, NewInstance, WorkflowCommit, is_terminal
+from backend.store.mongo.codec import Doc, key_filter, micros, object_id
+
+
+class Writes:
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        self._instances: AsyncCollection[Doc] = db.instances
+        self._history: AsyncCollection[Doc] = db.history
+        self._inbox: AsyncCollection[Doc] = db.inbox
+        self._activities: AsyncCollection[Doc] = db.activities
+
+    async def insert_messages(
+        self, s: AsyncClientSession, messages: list[Message], *, only_if_exists: bool = True
+    ) -> int:
+        """Queue messages for instances that exist (in order); the number stored."""
+        by_target: dict[InstanceKey, list[Message]] = {}
+        for m in messages:
+            by_target.setdefault(m.target, []).append(m)
+        docs: list[Doc] = []
+        for target, batch in by_target.items():
+            # Allocating the positions is the existence check, and a write to the
+            # instance: a concurrent purge or replace conflicts with it.
+            before = await self._instances.find_one_and_update(
+                key_filter(target),
+                {"$inc": {"inbox_seq": len(batch)}},
+                projection={"inbox_seq": 1, "_id": 0},
+                return_document=ReturnDocument.BEFORE,
+                session=s,
+            )
+            if before is None:
+                if only_if_exists:
+                    continue
+                raise AssertionError(f"{target} was just created but is missing")
+            first = int(before.get("inbox_seq", 0))
+            docs.extend(
+                {
+                    "_id": ObjectId(),
+                    "app_id": target.app_id,
+                    "instance_id": target.instance_id,
+                    "seq": first + n,
+                    "gate": int(m.gate),
+                    "visible_at": micros(m.visible_at),
+                    "event": m.event.SerializeToString(),
+                }
+                for n, m in enumerate(batch)
+            )
+        if docs:
+            await self._inbox.insert_many(docs, ordered=True, session=s)
+        return len(docs)
+
+    async def delete_instance(self, s: AsyncClientSession, key: InstanceKey) -> None:
+        k = key_filter(key)
+        await self._instances.delete_one(k, session=s)
+        await self._history.delete_many(k, session=s)
+        await self._inbox.delete_many(k, session=s)
+        await self._activities.delete_many(
+            {"parent_app": key.app_id, "parent_id": key.instance_id}, session=s
+        )
+
+    async def create(self, s: AsyncClientSession, new: NewInstance, *, replace_terminal: bool) -> bool:
+        existing = await self._instances.find_one(
+            key_filter(new.key), projection={"status": 1, "generation": 1}, session=s
+        )
+        generation = 0
+        if existing is not None:
+            if not (replace_terminal and is_terminal(int(existing["status"]))):
+                return False
+            await self.delete_instance(s, new.key)
+            generation = int(existing.get("generation", 0)) + 1
+        await self._instances.insert_one(
+            {
+                **key_filter(new.key),
+                "status": int(new.state.workflowStatus),
+                "created_at": micros(new.created_at),
+                "state": new.state.SerializeToString(),
+                "history_len": 0,
+                "lease_owner": None,
+                "lease_token": None,
+                "lease_until": None,
+                "generation": generation,
+                "inbox_seq": 0,
+            },
+            session=s,
+        )
+        if new.start is not None:
+            await self.insert_messages(s, [new.start], only_if_exists=False)
+        return True
+
+    async def apply(
+        self, s: AsyncClientSession, commit: WorkflowCommit, *, length: int, now: datetime
+    ) -> None:
+        """Write a commit set; the caller has checked the lease (or just created the instance)."""
+        key = commit.key
+        k = key_filter(key)
+        if commit.reset_history:
+            await self._history.delete_many(k, session=s)
+            length = 0
+        if commit.new_history:
+            await self._history.insert_many(
+                [
+                    {**k, "seq": length + n, "event": e.SerializeToString()}
+                    for n, e in enumerate(commit.new_history)
+                ],
+                ordered=True,
+                session=s,
+            )
+        length += len(commit.new_history)
+        consumed = [oid for oid in (object_id(i) for i in commit.consumed) if oid is not None]
+        if consumed:
+            await self._inbox.delete_many({"_id": {"$in": consumed}}, session=s)
+        if commit.cancel_pending:
+            await self._inbox.delete_many({**k, "visible_at": {"$gt": micros(now)}}, session=s)
+            await self._activities.delete_many(
+                {"parent_app": key.app_id, "parent_id": key.instance_id}, session=s
+            )
+        for new in commit.new_instances:
+            await self.create(s, new, replace_terminal=True)
+        await self.insert_messages(s, commit.messages)
+        if commit.activities:
+            await self._activities.insert_many(
+                [
+                    {
+                        "_id": ObjectId(),
+                        "app_id": a.app_id,
+                        "parent_app": a.parent.app_id,
+                        "parent_id": a.parent.instance_id,
+                        "request": a.request.SerializeToString(),
+                        "router": a.router.SerializeToString(),
+                        "not_before": 0,
+                        "lease_owner": None,
+                        "lease_token": None,
+                        "lease_until": None,
+                    }
+                    for a in commit.activities
+                ],
+                ordered=True,
+                session=s,
+            )
+        await self._instances.update_one(
+            k,
+            {
+                "$set": {
+                    "status": int(commit.state.workflowStatus),
+                    "state": commit.state.SerializeToString(),
+                    "history_len": length,
+                    "lease_owner": None,
+                    "lease_token": None,
+                    "lease_until": None,
+                }
+            },
+            session=s,
+        )
