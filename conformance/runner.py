@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             if shutil.which(cmd[0]) is None:
                 raise SystemExit(f"{name}: '{cmd[0]}' is not installed")
             print(f"building {name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
-            subprocess.run(cmd, cwd=ROOT, check=True)
+            subprocess.run(cmd, cwd=ROOT, check=True, stdout=sys.stderr)  # stdout is the report
 
     if args.endpoint:
         endpoint = dict(e.split("=", 1) for e in args.endpoint)
