@@ -39,7 +39,7 @@ from pymongo import ASCENDING, AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConfigurationError, DuplicateKeyError, PyMongoError
+from pymongo.errors import ConfigurationError, DuplicateKeyError, ExecutionTimeout, PyMongoError
 from pymongo.read_preferences import ReadPreference
 
 from backend._proto import history_events_pb2 as hpb
@@ -78,6 +78,8 @@ from backend.store.mongo.codec import (
 )
 from backend.store.mongo.feed import follow
 from backend.store.mongo.writes import Writes
+
+CLAIM_MAX_MS = 1000  # how long a lease claim may wait on a locked instance document
 
 
 class MongoStore(Store):
@@ -360,16 +362,23 @@ class MongoStore(Store):
         self, s: AsyncClientSession, key: InstanceKey, *, owner: str, now: int, until: int, control_only: bool
     ) -> WorkflowLease | None:
         token = uuid.uuid4().hex
-        doc = await self._instances.find_one_and_update(
-            {**key_filter(key), **unleased(now)},
-            {
-                "$set": {"lease_owner": owner, "lease_token": token, "lease_until": until},
-                "$inc": {"generation": 1},
-            },
-            projection={"_id": 0, "status": 1, "state": 1, "history_len": 1},
-            return_document=ReturnDocument.AFTER,
-            session=s,
-        )
+        try:
+            doc = await self._instances.find_one_and_update(
+                {**key_filter(key), **unleased(now)},
+                {
+                    "$set": {"lease_owner": owner, "lease_token": token, "lease_until": until},
+                    "$inc": {"generation": 1},
+                },
+                projection={"_id": 0, "status": 1, "state": 1, "history_len": 1},
+                return_document=ReturnDocument.AFTER,
+                session=s,
+                # A transaction left open by a killed server locks the document until
+                # mongod aborts it (60 s by default): skip it instead of stalling the
+                # whole round of this app behind it.
+                maxTimeMS=CLAIM_MAX_MS,
+            )
+        except ExecutionTimeout:
+            return None
         if doc is None:
             return None  # another owner won it
         query: Doc = {**key_filter(key), "visible_at": {"$lte": now}}

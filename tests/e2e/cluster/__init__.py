@@ -1,0 +1,1 @@
+"""Multi-replica tests: several server processes sharing one MongoDB database."""
