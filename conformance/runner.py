@@ -4,6 +4,7 @@
     python -m conformance.runner --store mongodb://...    # the server on MongoDB
     python -m conformance.runner --endpoint main=H:P --endpoint remote=H:P   # any sidecar
     python -m conformance.runner --sdk python --sdk go --scenario hello_chain --json report.json
+    python -m conformance.runner --store mongodb://... --server-per-app   # a process per app ID
 
 Prints a scenario x SDK table and writes a JSON report; exits 1 if anything failed.
 A harness that prints no result line, or a broken one, fails that scenario.
@@ -35,7 +36,10 @@ from backend._proto import orchestrator_service_pb2_grpc as sgrpc
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BUILD = HERE / ".build"
-APPS = ("main", "remote")
+# Every server hosts these app IDs: `main` and `remote` for the per-SDK scenarios, app1..app4
+# for the multi-app ML pipeline, whose apps are played by different SDKs (a scenario's "casts").
+APPS = ("main", "remote", "app1", "app2", "app3", "app4")
+SERVE_WAIT = 60.0  # seconds a --serve harness may take to connect its worker
 
 
 @dataclass
@@ -43,7 +47,16 @@ class Sdk:
     name: str
     command: list[str]
     build: list[list[str]]  # commands run once before the first scenario (cwd = repo root)
-    built: Path | None = None  # skip the build when this exists
+    built: Path | None = None  # skip the build when this is newer than every file in `sources`
+    sources: Path | None = None
+
+    def up_to_date(self) -> bool:
+        if self.built is None or not self.built.exists():
+            return not self.build
+        if self.sources is None:
+            return True
+        newest = max((p.stat().st_mtime for p in self.sources.rglob("*") if p.is_file()), default=0.0)
+        return newest <= self.built.stat().st_mtime
 
 
 SDKS = {
@@ -56,12 +69,14 @@ SDKS = {
         [str(BUILD / "go-harness")],
         [["go", "build", "-C", str(HERE / "go"), "-o", str(BUILD / "go-harness"), "."]],
         BUILD / "go-harness",
+        HERE / "go",
     ),
     "java": Sdk(
         "java",
         ["java", "-jar", str(HERE / "java" / "target" / "conformance-harness.jar")],
         [["mvn", "-q", "-B", "-f", str(HERE / "java" / "pom.xml"), "package", "-DskipTests"]],
         HERE / "java" / "target" / "conformance-harness.jar",
+        HERE / "java" / "src",
     ),
 }
 
@@ -74,6 +89,8 @@ class Result:
     reason: str
     sdk_version: str = ""
     seconds: float = 0.0
+    # The SDK has no public API for what the scenario needs: shown as n/a, neither pass nor fail.
+    unsupported: bool = False
 
 
 # -- the server under test ---------------------------------------------------------------
@@ -96,8 +113,10 @@ def store_for(store: str, label: str) -> str:
     return store
 
 
-def start_server(store: str, log: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    apps = {app: f"127.0.0.1:{_free_port()}" for app in APPS}
+def start_server(
+    store: str, log: Path, apps: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    apps = apps or {app: f"127.0.0.1:{_free_port()}" for app in APPS}
     cmd = [sys.executable, "-m", "backend", "serve", "--store", store]
     for app, address in apps.items():
         cmd += ["--app", f"{app}={address}"]
@@ -112,6 +131,40 @@ def start_server(store: str, log: Path) -> tuple[subprocess.Popen[bytes], dict[s
         time.sleep(0.1)
     proc.kill()
     raise SystemExit(f"the server did not become ready; see {log}")
+
+
+def start_servers(
+    store: str, log_stem: Path, per_app: bool
+) -> tuple[list[subprocess.Popen[bytes]], dict[str, str]]:
+    """One server for every app ID, or (MongoDB) one server process per app ID on one database:
+    the production shape, where cross-app work crosses processes through the store."""
+    if not per_app:
+        proc, apps = start_server(store, log_stem.with_suffix(".log"))
+        return [proc], apps
+    procs: list[subprocess.Popen[bytes]] = []
+    apps = {}
+    try:
+        for app in APPS:
+            address = f"127.0.0.1:{_free_port()}"
+            proc, _ = start_server(store, log_stem.with_name(f"{log_stem.name}-{app}.log"), {app: address})
+            procs.append(proc)
+            apps[app] = address
+    except BaseException:
+        stop_all(procs)
+        raise
+    return procs, apps
+
+
+def stop_all(procs: list[subprocess.Popen[Any]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 # -- judging ---------------------------------------------------------------------------------
@@ -141,13 +194,36 @@ def _history_problems(events: list[Any], expect: dict[str, Any]) -> list[str]:
                 and turn_at < e.timerFired.fireAt.ToDatetime()
             ):
                 problems.append(f"timer {e.timerFired.timerId} was delivered at {turn_at}, before its fireAt")
+    if expect.get("starts_after_schedule"):
+        started = next((e for e in events if e.HasField("executionStarted")), None)
+        first_turn = next((e for e in events if e.HasField("workflowStarted")), None)
+        if started is None or not started.executionStarted.HasField("scheduledStartTimestamp"):
+            problems.append("executionStarted carries no scheduledStartTimestamp")
+        elif first_turn is None:
+            problems.append("the workflow never ran a turn")
+        elif (
+            first_turn.timestamp.ToDatetime() < started.executionStarted.scheduledStartTimestamp.ToDatetime()
+        ):
+            problems.append(
+                f"the first turn ran at {first_turn.timestamp.ToDatetime()}, before the scheduled "
+                f"{started.executionStarted.scheduledStartTimestamp.ToDatetime()}"
+            )
     return problems
+
+
+def _json_value(payload: Any) -> Any:
+    try:
+        return json.loads(payload.value)
+    except json.JSONDecodeError:
+        return payload.value
 
 
 def judge(stub: sgrpc.TaskHubSidecarServiceStub, instance_id: str, expect: dict[str, Any]) -> list[str]:
     state = stub.GetInstance(
         spb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=True), timeout=10
     )
+    if not expect.get("exists", True):
+        return [f"instance {instance_id} still exists"] if state.exists else []
     if not state.exists:
         return [f"instance {instance_id} does not exist"]
     ws = state.workflowState
@@ -156,12 +232,13 @@ def judge(stub: sgrpc.TaskHubSidecarServiceStub, instance_id: str, expect: dict[
     if status != expect["status"]:
         problems.append(f"status {status}, expected {expect['status']}")
     if "output" in expect:
-        try:
-            output = json.loads(ws.output.value) if ws.HasField("output") else None
-        except json.JSONDecodeError:
-            output = ws.output.value
+        output = _json_value(ws.output) if ws.HasField("output") else None
         if output != expect["output"]:
             problems.append(f"output {output!r}, expected {expect['output']!r}")
+    if "custom_status" in expect:
+        custom = _json_value(ws.customStatus) if ws.HasField("customStatus") else None
+        if custom != expect["custom_status"]:
+            problems.append(f"custom status {custom!r}, expected {expect['custom_status']!r}")
     if (
         "failure_message_contains" in expect
         and expect["failure_message_contains"] not in ws.failureDetails.errorMessage
@@ -175,18 +252,87 @@ def judge(stub: sgrpc.TaskHubSidecarServiceStub, instance_id: str, expect: dict[
     return problems + _history_problems(list(history), expect)
 
 
-def run_one(
-    sdk: Sdk, scenario: str, scenarios_dir: Path, apps: dict[str, str], run_id: str, timeout: float
-) -> Result:
-    expect = json.loads((scenarios_dir / scenario / "scenario.json").read_text())["expect"]
-    cmd = [*sdk.command, "--scenario", scenario, "--run-id", run_id]
+def _substitute(value: Any, run_id: str) -> Any:
+    """`{run}` in an expected fact stands for the run's instance-ID prefix."""
+    if isinstance(value, str):
+        return value.replace("{run}", run_id)
+    if isinstance(value, list):
+        return [_substitute(v, run_id) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, run_id) for k, v in value.items()}
+    return value
+
+
+def fact_problems(expected: dict[str, Any], reported: Any, run_id: str) -> list[str]:
+    """Facts only the client side can observe (an SDK call that must be refused, a page
+    of IDs), reported by the harness and compared with scenario.json's."""
+    if not expected:
+        return []
+    if not isinstance(reported, dict):
+        return ["the harness reported no facts"]
+    problems = []
+    for name, want in _substitute(expected, run_id).items():
+        if name not in reported:
+            problems.append(f"fact {name} not reported")
+        elif reported[name] != want:
+            problems.append(f"fact {name} is {reported[name]!r}, expected {want!r}")
+    return problems
+
+
+def _harness_args(scenario: str, run_id: str, apps: dict[str, str]) -> list[str]:
+    args = ["--scenario", scenario, "--run-id", run_id]
     for app, address in apps.items():
-        cmd += ["--app", f"{app}={address}"]
+        args += ["--app", f"{app}={address}"]
+    return args
+
+
+def start_serving(
+    sdk: Sdk, app: str, scenario: str, run_id: str, apps: dict[str, str], log: Path
+) -> subprocess.Popen[str]:
+    """A harness in --serve mode hosts one app ID's workers until it is stopped; it prints
+    {"serving": APP} once its worker is connected."""
+    cmd = [*sdk.command, "--serve", app, *_harness_args(scenario, run_id, apps)]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("w"), text=True
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + SERVE_WAIT
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("{") and json.loads(line).get("serving") == app:
+            return proc
+    stop_all([proc])
+    raise RuntimeError(f"{sdk.name} did not start serving {app} (see {log})")
+
+
+def run_one(
+    sdk: Sdk,
+    scenario: str,
+    scenarios_dir: Path,
+    apps: dict[str, str],
+    run_id: str,
+    timeout: float,
+    cast: dict[str, str] | None = None,
+) -> Result:
+    spec = json.loads((scenarios_dir / scenario / "scenario.json").read_text())
+    expect = spec["expect"]
+    cmd = [*sdk.command, *_harness_args(scenario, run_id, apps)]
+    helpers: list[subprocess.Popen[str]] = []
     started = time.monotonic()
     try:
+        for app, player in (cast or {}).items():
+            if player != sdk.name:
+                log = BUILD / f"serve-{run_id}-{scenario}-{app}.log"
+                helpers.append(start_serving(SDKS[player], app, scenario, run_id, apps, log))
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return Result(scenario, sdk.name, False, f"harness timed out after {timeout:.0f}s")
+    except RuntimeError as err:
+        return Result(scenario, sdk.name, False, str(err))
+    finally:
+        stop_all(helpers)
     seconds = time.monotonic() - started
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:
@@ -208,17 +354,35 @@ def run_one(
         return Result(
             scenario, sdk.name, False, f"result line is for {line.get('scenario')!r}", version, seconds
         )
+    if line.get("unsupported"):
+        return Result(scenario, sdk.name, False, str(line["unsupported"]), version, seconds, True)
     if line.get("error"):
         return Result(scenario, sdk.name, False, f"harness error: {line['error']}", version, seconds)
-    with grpc.insecure_channel(apps["main"]) as channel:
-        stub = sgrpc.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]
-        problems = []
-        for role, iid in instances.items():
+    problems = fact_problems(spec.get("facts", {}), line.get("facts"), run_id)
+    missing = sorted(set(expect) - set(instances))
+    if missing:
+        problems.append(f"the harness reported no instance for {', '.join(missing)}")
+    for role, iid in instances.items():
+        if role not in expect:
+            continue
+        with grpc.insecure_channel(apps[expect[role].get("app", "main")]) as channel:
+            stub = sgrpc.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]
             problems += [f"{role}: {p}" for p in judge(stub, iid, expect[role])]
+    if cast:
+        version = " + ".join(f"{app}={player}" for app, player in cast.items())
     return Result(scenario, sdk.name, not problems, "; ".join(problems) or "ok", version, seconds)
 
 
 # -- reporting -----------------------------------------------------------------------------------
+
+
+def _mark(r: Result) -> str:
+    if r.passed:
+        return "pass" if r.scenario not in CAST_NOTES else f"pass ({CAST_NOTES[r.scenario][r.sdk]})"
+    return f"n/a: {r.reason}" if r.unsupported else f"FAIL: {r.reason}"
+
+
+CAST_NOTES: dict[str, dict[str, str]] = {}  # scenario -> column -> "app1=java, app2=go, ..."
 
 
 def table(results: list[Result], sdks: list[str], scenarios: list[str]) -> str:
@@ -230,7 +394,7 @@ def table(results: list[Result], sdks: list[str], scenarios: list[str]) -> str:
         marks = []
         for s in sdks:
             r = cell.get((sc, s))
-            marks.append("—" if r is None else ("pass" if r.passed else f"FAIL: {r.reason}"))
+            marks.append("—" if r is None else _mark(r))
         rows.append("| " + " | ".join([sc, *marks]) + " |")
     return "\n".join(rows)
 
@@ -256,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--timeout", type=float, default=240.0, help="per scenario, seconds")
     parser.add_argument("--parallel", type=int, default=2, help="SDKs run at the same time")
+    parser.add_argument(
+        "--server-per-app",
+        action="store_true",
+        help="one server process per app ID, all on the --store database (MongoDB)",
+    )
     args = parser.parse_args(argv)
 
     for spec in args.harness:
@@ -268,10 +437,23 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = args.scenario or sorted(
         p.name for p in args.scenarios_dir.iterdir() if (p / "scenario.json").exists()
     )
+    # A cast scenario's apps are played by several SDKs; its column is the SDK that plays app1.
+    casts: dict[str, dict[str, dict[str, str]]] = {}
+    for sc in scenarios:
+        spec = json.loads((args.scenarios_dir / sc / "scenario.json").read_text())
+        if "casts" in spec:
+            casts[sc] = {col: cast for col, cast in spec["casts"].items() if col in sdks}
+            CAST_NOTES[sc] = {
+                col: ", ".join(f"{a}={p}" for a, p in c.items()) for col, c in casts[sc].items()
+            }
+    needed = set(sdks) | {p for per in casts.values() for c in per.values() for p in c.values()}
+    if args.server_per_app and not (args.store.startswith("mongodb") or args.endpoint):
+        raise SystemExit("--server-per-app needs a shared store: --store mongodb://...")
+
     BUILD.mkdir(exist_ok=True)
-    for name in sdks:
+    for name in sorted(needed):
         sdk = SDKS[name]
-        if sdk.built is not None and sdk.built.exists():
+        if sdk.up_to_date():
             continue
         for cmd in sdk.build:
             if shutil.which(cmd[0]) is None:
@@ -281,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.endpoint:
         endpoint = dict(e.split("=", 1) for e in args.endpoint)
-        missing = set(APPS) - set(endpoint)
+        missing = {"main", "remote"} - set(endpoint)
         if missing:
             raise SystemExit(f"--endpoint needs {', '.join(sorted(missing))} too")
         args.parallel = 1  # workers of one app must be interchangeable: one SDK at a time
@@ -289,38 +471,54 @@ def main(argv: list[str] | None = None) -> int:
 
     def run_sdk(name: str) -> list[Result]:
         # Own server per SDK: two SDKs' workers on one app ID would take each other's work.
-        server = None
+        servers: list[subprocess.Popen[bytes]] = []
         if args.endpoint:
             apps = endpoint
         else:
-            server, apps = start_server(
-                store_for(args.store, f"{stamp}_{name}"), BUILD / f"server-{name}.log"
+            servers, apps = start_servers(
+                store_for(args.store, f"{stamp}_{name}"), BUILD / f"server-{name}", args.server_per_app
             )
         out = []
         try:
             for sc in scenarios:
-                r = run_one(SDKS[name], sc, args.scenarios_dir, apps, f"{stamp}-{name}", args.timeout)
+                cast = casts.get(sc, {}).get(name) if sc in casts else None
+                if sc in casts and cast is None:
+                    continue  # no cast led by this SDK
+                absent = sorted(set(cast or {}) - set(apps))
+                if absent:
+                    r = Result(sc, name, False, f"no endpoint for {', '.join(absent)}", unsupported=True)
+                else:
+                    r = run_one(
+                        SDKS[name], sc, args.scenarios_dir, apps, f"{stamp}-{name}", args.timeout, cast
+                    )
+                mark = "pass" if r.passed else ("n/a " if r.unsupported else "FAIL")
                 print(
-                    f"{'pass' if r.passed else 'FAIL'}  {name:14} {sc:20} {r.seconds:6.1f}s  {'' if r.passed else r.reason}",
+                    f"{mark}  {name:14} {sc:24} {r.seconds:6.1f}s  {'' if r.passed else r.reason}",
                     file=sys.stderr,
                     flush=True,
                 )
                 out.append(r)
         finally:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
+            stop_all(servers)
         return out
 
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         results = [r for batch in pool.map(run_sdk, sdks) for r in batch]
 
     print(table(results, sdks, scenarios))
-    failed = [r for r in results if not r.passed]
-    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
+    failed = [r for r in results if not r.passed and not r.unsupported]
+    na = [r for r in results if r.unsupported]
+    print(f"\n{len(results) - len(failed) - len(na)} passed, {len(failed)} failed, {len(na)} skipped")
     if args.json:
         args.json.write_text(
-            json.dumps({"store": args.store, "results": [asdict(r) for r in results]}, indent=2)
+            json.dumps(
+                {
+                    "store": args.store,
+                    "server_per_app": args.server_per_app,
+                    "results": [asdict(r) for r in results],
+                },
+                indent=2,
+            )
         )
     return 1 if failed else 0
 
