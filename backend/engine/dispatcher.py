@@ -28,6 +28,7 @@ class Dispatcher:
         app_id: str,
         *,
         owner: str,
+        held: set[str],
         store: Store,
         hub: StreamHub,
         notifier: Notifier,
@@ -37,6 +38,7 @@ class Dispatcher:
     ) -> None:
         self.app_id = app_id
         self._owner = owner
+        self._held = held
         self._store = store
         self._hub = hub
         self._notifier = notifier
@@ -47,13 +49,16 @@ class Dispatcher:
         # Leased but not yet handed to a stream: counted against free slots.
         self._preparing = {"workflow": 0, "activity": 0}
 
-    def _spawn(self, kind: str, work: Callable[[], Awaitable[None]]) -> None:
+    def _spawn(self, kind: str, token: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run one leased item as a task; its lease is renewed exactly while the task lives."""
         self._preparing[kind] += 1
+        self._held.add(token)
 
         async def run() -> None:
             try:
                 await work()
             finally:
+                self._held.discard(token)
                 self._preparing[kind] -= 1
                 self._notifier.wake(self.app_id)
 
@@ -75,14 +80,14 @@ class Dispatcher:
                 self.app_id, owner=self._owner, now=now, until=until, limit=free
             ):
                 leased = True
-                self._spawn("workflow", lambda lease=lease: self._turns.run(lease))  # type: ignore[misc]
+                self._spawn("workflow", lease.token, lambda lease=lease: self._turns.run(lease))  # type: ignore[misc]
         free = self._free("activity")
         if free > 0:
             for act in await self._store.lease_activities(
                 self.app_id, owner=self._owner, now=now, until=until, limit=free
             ):
                 leased = True
-                self._spawn("activity", lambda act=act: self._activities.run(act))  # type: ignore[misc]
+                self._spawn("activity", act.token, lambda act=act: self._activities.run(act))  # type: ignore[misc]
         return leased
 
     async def _control_round(self) -> bool:
@@ -93,7 +98,7 @@ class Dispatcher:
             self.app_id, owner=self._owner, now=now, until=until, limit=_LEASE_BATCH, control_only=True
         )
         for lease in leases:
-            self._spawn("workflow", lambda lease=lease: self._turns.run(lease))  # type: ignore[misc]
+            self._spawn("workflow", lease.token, lambda lease=lease: self._turns.run(lease))  # type: ignore[misc]
         return bool(leases)
 
     async def run(self) -> None:

@@ -35,6 +35,8 @@ class Engine:
         self.hub.on_capacity(self.notifier.wake)
         self.hub.on_connect(self._worker_connected)
         self._background: set[asyncio.Task[None]] = set()
+        # Tokens of the leases our tasks are working on: the only ones we renew.
+        self.held: set[str] = set()
         self.instances = Instances(store=store, notifier=self.notifier, config=config)
         turns = WorkflowTurns(store=store, hub=self.hub, notifier=self.notifier, config=config)
         activities = ActivityRuns(store=store, hub=self.hub, notifier=self.notifier, config=config)
@@ -42,6 +44,7 @@ class Engine:
             Dispatcher(
                 app_id,
                 owner=self.owner,
+                held=self.held,
                 store=store,
                 hub=self.hub,
                 notifier=self.notifier,
@@ -96,9 +99,11 @@ class Engine:
         interval = self.config.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
+            if not self.held:
+                continue
             try:
                 await self.store.renew_leases(
-                    self.owner, until=utcnow() + timedelta(seconds=self.config.lease_seconds)
+                    frozenset(self.held), until=utcnow() + timedelta(seconds=self.config.lease_seconds)
                 )
             except Exception:
                 log.exception("lease renewal failed; retrying in %.0fs", interval)

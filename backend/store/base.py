@@ -10,7 +10,8 @@ only rules are about who may take which work when:
   Terminal instances take every message (the turn drops them).
 * A STALLED instance waits for a worker that has its version:
   retry_stalled() makes the app's stalled instances eligible once more.
-* Activities are leased one by one. Leases expire; a live owner renews its own.
+* Activities are leased one by one. Leases expire; a live owner renews the ones
+  it is working on (by token).
 * Every commit is atomic and fenced by the lease token: a commit on a lease
   that expired and moved on raises LeaseLost and changes nothing.
 """
@@ -18,7 +19,7 @@ only rules are about who may take which work when:
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -154,8 +155,13 @@ class Store(abc.ABC):
     async def abandon_activity(self, lease: ActivityLease, *, retry_at: datetime | None) -> None: ...
 
     @abc.abstractmethod
-    async def renew_leases(self, owner: str, *, until: datetime) -> None:
-        """Extend every lease this owner holds."""
+    async def renew_leases(self, tokens: Collection[str], *, until: datetime) -> None:
+        """Extend the leases with these tokens: the ones the engine knows it holds.
+
+        By token, not by owner: a claim whose acknowledgement was lost (the
+        database failed over as it applied it) is held under our owner name but
+        by no task of ours, and must expire so that the work is dispatched again.
+        """
 
     def changes(self) -> AsyncIterator[Change] | None:
         """A feed of writes made by any server sharing the store, for low-latency

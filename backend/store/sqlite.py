@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ from backend.errors import AlreadyExists, LeaseLost
 from backend.store.base import ActivityLease, InstanceFilter, Store, WorkflowLease
 
 T = TypeVar("T")
+_IN_CHUNK = 500  # bound parameters per `IN (...)`, well under SQLite's limit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS instances (
     PRIMARY KEY (app_id, instance_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS instances_created ON instances (app_id, created_at);
+CREATE INDEX IF NOT EXISTS instances_lease ON instances (lease_token) WHERE lease_token IS NOT NULL;
 CREATE TABLE IF NOT EXISTS history (
     app_id TEXT NOT NULL,
     instance_id TEXT NOT NULL,
@@ -80,6 +82,7 @@ CREATE TABLE IF NOT EXISTS activities (
 );
 CREATE INDEX IF NOT EXISTS activities_due ON activities (app_id, not_before);
 CREATE INDEX IF NOT EXISTS activities_parent ON activities (parent_app, parent_id);
+CREATE INDEX IF NOT EXISTS activities_lease ON activities (lease_token) WHERE lease_token IS NOT NULL;
 """
 
 _WAITING = (
@@ -453,10 +456,18 @@ class SqliteStore(Store):
             )
         )
 
-    async def renew_leases(self, owner: str, *, until: datetime) -> None:
+    async def renew_leases(self, tokens: Collection[str], *, until: datetime) -> None:
+        held = list(tokens)
+
         def renew(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE instances SET lease_until=? WHERE lease_owner=?", (_t(until), owner))
-            db.execute("UPDATE activities SET lease_until=? WHERE lease_owner=?", (_t(until), owner))
+            for i in range(0, len(held), _IN_CHUNK):
+                chunk = held[i : i + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for table in ("instances", "activities"):
+                    db.execute(
+                        f"UPDATE {table} SET lease_until=? WHERE lease_token IN ({marks})",
+                        (_t(until), *chunk),
+                    )
 
         await self._run(renew)
 

@@ -31,7 +31,7 @@ let a timer fire up to a millisecond early, or compare equal when it is not).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -142,7 +142,7 @@ class MongoStore(Store):
                 IndexModel([("app_id", a), ("created_at", a)], name="created"),
                 IndexModel([("app_id", a), ("status", a)], name="status"),
                 IndexModel([("app_id", a), ("lease_until", a)], name="lease_until"),
-                IndexModel([("lease_owner", a)], name="lease_owner"),
+                IndexModel([("lease_token", a)], name="lease_token"),
             ]
         )
         await db.history.create_indexes(
@@ -159,7 +159,7 @@ class MongoStore(Store):
                 IndexModel([("app_id", a), ("not_before", a)], name="due"),
                 IndexModel([("app_id", a), ("lease_until", a)], name="lease_until"),
                 IndexModel([("parent_app", a), ("parent_id", a)], name="parent"),
-                IndexModel([("lease_owner", a)], name="lease_owner"),
+                IndexModel([("lease_token", a)], name="lease_token"),
             ]
         )
 
@@ -450,11 +450,16 @@ class MongoStore(Store):
                 if 0 < limit <= len(out):
                     break
                 token = uuid.uuid4().hex
-                doc = await self._activities.find_one_and_update(
-                    {**due, "_id": oid},
-                    {"$set": {"lease_owner": owner, "lease_token": token, "lease_until": until_t}},
-                    return_document=ReturnDocument.AFTER,
-                )
+                try:
+                    doc = await self._activities.find_one_and_update(
+                        {**due, "_id": oid},
+                        {"$set": {"lease_owner": owner, "lease_token": token, "lease_until": until_t}},
+                        return_document=ReturnDocument.AFTER,
+                        # As for workflow claims: skip a row an orphaned transaction locks.
+                        maxTimeMS=CLAIM_MAX_MS,
+                    )
+                except ExecutionTimeout:
+                    continue
                 if doc is None:
                     continue  # another owner won it
                 out.append(
@@ -502,11 +507,14 @@ class MongoStore(Store):
                 },
             )
 
-    async def renew_leases(self, owner: str, *, until: datetime) -> None:
+    async def renew_leases(self, tokens: Collection[str], *, until: datetime) -> None:
+        held = list(tokens)
+        if not held:
+            return
         update = {"$set": {"lease_until": micros(until)}}
         with unavailable():
-            await self._instances.update_many({"lease_owner": owner}, update)
-            await self._activities.update_many({"lease_owner": owner}, update)
+            await self._instances.update_many({"lease_token": {"$in": held}}, update)
+            await self._activities.update_many({"lease_token": {"$in": held}}, update)
 
     def changes(self) -> AsyncIterator[Change] | None:
         return follow(self._d)
