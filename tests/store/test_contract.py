@@ -742,30 +742,40 @@ async def test_abandon_activity(store: Store) -> None:
     assert await store.lease_activities(OTHER_APP, owner="w4", now=at(103), until=at(130), limit=10) == []
 
 
-async def test_renew_leases_of_one_owner_only(store: Store) -> None:
-    mine, theirs = InstanceKey(APP, "mine"), InstanceKey(APP, "theirs")
-    await _with_activities(store, "act-mine", "act-theirs")
-    await store.create_instance(new(mine), replace_terminal=False)
-    await store.create_instance(new(theirs), replace_terminal=False)
+async def test_renew_leases_by_token_only(store: Store) -> None:
+    """Only the leases named are renewed, even among one owner's: a claim whose
+    acknowledgement was lost is ours in the store but held by no task, and must expire."""
+    mine, lost, theirs = InstanceKey(APP, "mine"), InstanceKey(APP, "lost"), InstanceKey(APP, "theirs")
+    await _with_activities(store, "act-mine", "act-lost", "act-theirs")
+    for key in (mine, lost, theirs):
+        await store.create_instance(new(key), replace_terminal=False)
 
     wf_mine = await lease_one(store, mine, owner="o1", now=at(1), until=at(30))
+    wf_lost = await lease_one(store, lost, owner="o1", now=at(1), until=at(30))
     wf_theirs = await lease_one(store, theirs, owner="o2", now=at(1), until=at(30))
-    [act_mine] = await store.lease_activities(OTHER_APP, owner="o1", now=at(1), until=at(30), limit=1)
+    acts = await store.lease_activities(OTHER_APP, owner="o1", now=at(1), until=at(30), limit=2)
     [act_theirs] = await store.lease_activities(OTHER_APP, owner="o2", now=at(1), until=at(30), limit=1)
-    assert (act_mine.task.request.name, act_theirs.task.request.name) == ("act-mine", "act-theirs")
+    by_name = {a.task.request.name: a for a in acts}
+    assert sorted(by_name) == ["act-lost", "act-mine"]
+    act_mine, act_lost = by_name["act-mine"], by_name["act-lost"]
+    assert act_theirs.task.request.name == "act-theirs"
 
-    await store.renew_leases("o1", until=at(100))
+    await store.renew_leases({wf_mine.token, act_mine.token}, until=at(100))
+    await store.renew_leases(set(), until=at(200))  # nothing held: a no-op
 
     leases = await lease_all(store, owner="o3", now=at(50))
     assert mine not in leases
-    assert theirs in leases
+    assert lost in leases and theirs in leases
     acts = await store.lease_activities(OTHER_APP, owner="o3", now=at(50), until=at(60), limit=10)
-    assert [a.task.request.name for a in acts] == ["act-theirs"]
-    # o1 still holds valid leases
+    assert sorted(a.task.request.name for a in acts) == ["act-lost", "act-theirs"]
+    # the renewed leases are still valid; the expired ones were taken over
     await store.commit_workflow(wf_mine, commit_for(wf_mine), now=at(50))
     await store.complete_activity(act_mine, Message(target=KEY, event=raised("done")))
+    for stale in (wf_lost, wf_theirs):
+        with pytest.raises(LeaseLost):
+            await store.commit_workflow(stale, commit_for(stale), now=at(50))
     with pytest.raises(LeaseLost):
-        await store.commit_workflow(wf_theirs, commit_for(wf_theirs), now=at(50))
+        await store.complete_activity(act_lost, Message(target=KEY, event=raised("late")))
 
 
 # -- queries -----------------------------------------------------------------------------------------

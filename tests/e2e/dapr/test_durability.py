@@ -71,8 +71,36 @@ def gated_wf(ctx, key):
     return v
 
 
-WORKFLOWS = [event_wf, timer_wf, done_wf, gated_wf]
-ACTIVITIES = [record, gated]
+def slow(ctx, inp):
+    RUNS.incr(inp["key"])
+    time.sleep(inp["seconds"])
+    return f"slow:{inp['key']}"
+
+
+def slow_wf(ctx, inp):
+    v = yield ctx.call_activity(slow, input=inp)
+    return v
+
+
+WORKFLOWS = [event_wf, timer_wf, done_wf, gated_wf, slow_wf]
+ACTIVITIES = [record, gated, slow]
+
+
+# ---------------------------------------------------------------- lease renewal
+
+
+def test_activity_longer_than_the_lease_runs_once():
+    """The server renews the leases it is working on: an activity that takes 3x
+    --lease-seconds is not taken back and dispatched a second time."""
+    key = uid("long-activity")
+    with (
+        Server(["renew"], extra_args=["--lease-seconds", "2"]) as srv,
+        running_runtime(srv.port(), WORKFLOWS, ACTIVITIES),
+        workflow_client(srv.port()) as client,
+    ):
+        client.schedule_new_workflow(slow_wf, input={"key": key, "seconds": 6}, instance_id=key)
+        assert assert_completed(client, key) == f"slow:{key}"
+    assert RUNS.get(key) == 1, "the activity's lease expired while it ran and it was dispatched again"
 
 
 # ---------------------------------------------------------------- worker crash
