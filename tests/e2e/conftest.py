@@ -12,15 +12,24 @@ HERE = Path(__file__).resolve().parent
 # Each tree imports an SDK whose generated protos clash with the other's (and with
 # backend._proto): they can only run in separate pytest processes.
 SDK_TREES = ("dapr", "legacy")
-_seen_trees = pytest.StashKey[set[str]]()
+
+
+def _requested(tree: Path, config: pytest.Config) -> bool:
+    """Whether a command-line path is the tree, inside it, or contains it."""
+    base = Path(config.invocation_params.dir)
+    for arg in config.args:
+        path = (base / arg.split("::", 1)[0]).resolve()
+        if path == tree or tree in path.parents or path in tree.parents:
+            return True
+    return False
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     path = Path(collection_path).resolve()
     if path.parent == HERE and path.name in SDK_TREES and path.is_dir():
-        seen = config.stash.setdefault(_seen_trees, set())
-        seen.add(path.name)
-        if len(seen) > 1:
+        if not _requested(path, config):
+            return True  # a sibling of what was asked for (e.g. tests/e2e/cluster)
+        if sum(_requested(HERE / tree, config) for tree in SDK_TREES) > 1:
             raise pytest.UsageError(
                 "tests/e2e/dapr and tests/e2e/legacy import SDKs whose protobuf symbols "
                 "clash; run them as separate pytest invocations "

@@ -57,6 +57,35 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def mongod_command(binary: str, *, dbpath: Path, port: int, log: Path, pidfile: Path) -> list[str]:
+    """Small and quiet: a 64 MB oplog, a 256 MB cache, no FTDC, small journal files."""
+    return [
+        binary,
+        "--dbpath",
+        str(dbpath),
+        "--bind_ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--replSet",
+        REPLICA_SET,
+        "--oplogSize",
+        "64",
+        "--wiredTigerCacheSizeGB",
+        "0.25",
+        "--nounixsocket",
+        "--setParameter",
+        "diagnosticDataCollectionEnabled=false",
+        "--wiredTigerEngineConfigString=log=(prealloc=false,file_max=20MB)",
+        "--fork",
+        "--logpath",
+        str(log),
+        "--logappend",
+        "--pidfilepath",
+        str(pidfile),
+    ]
+
+
 @dataclass
 class Mongod:
     port: int
@@ -74,30 +103,7 @@ class Mongod:
         port = _free_port()
         log = dbpath / "mongod.log"
         pidfile = dbpath / "mongod.pid"
-        cmd = [
-            binary,
-            "--dbpath",
-            str(dbpath),
-            "--bind_ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--replSet",
-            REPLICA_SET,
-            "--oplogSize",
-            "64",
-            "--wiredTigerCacheSizeGB",
-            "0.25",
-            "--nounixsocket",
-            "--setParameter",
-            "diagnosticDataCollectionEnabled=false",
-            "--wiredTigerEngineConfigString=log=(prealloc=false,file_max=20MB)",
-            "--fork",
-            "--logpath",
-            str(log),
-            "--pidfilepath",
-            str(pidfile),
-        ]
+        cmd = mongod_command(binary, dbpath=dbpath, port=port, log=log, pidfile=pidfile)
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         if done.returncode != 0 or not pidfile.exists():
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""

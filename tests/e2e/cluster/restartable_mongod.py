@@ -2,8 +2,7 @@
 
 tests/store/mongod.py's `Mongod` removes its data directory on stop() and picks a new
 port on every start(), so it cannot come back with the same data. This one builds on the
-same pieces (find_mongod, the replica set initiation) with the start command from
-MONGODB.md:
+same pieces (find_mongod, mongod_command, the replica set initiation):
 
     m = RestartableMongod.create()   # first start + replSetInitiate
     m.url                            # mongodb://127.0.0.1:PORT/?replicaSet=rs0
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 from tests.e2e.harness import free_port
-from tests.store.mongod import REPLICA_SET, Mongod, MongodUnavailable, find_mongod
+from tests.store.mongod import REPLICA_SET, Mongod, MongodUnavailable, find_mongod, mongod_command
 
 
 class RestartableMongod:
@@ -65,31 +64,9 @@ class RestartableMongod:
         return True
 
     def command(self) -> list[str]:
-        return [
-            self.binary,
-            "--dbpath",
-            str(self.dbpath),
-            "--bind_ip",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--replSet",
-            REPLICA_SET,
-            "--oplogSize",
-            "64",
-            "--wiredTigerCacheSizeGB",
-            "0.25",
-            "--nounixsocket",
-            "--setParameter",
-            "diagnosticDataCollectionEnabled=false",
-            "--wiredTigerEngineConfigString=log=(prealloc=false,file_max=20MB)",
-            "--fork",
-            "--logpath",
-            str(self.log_path),
-            "--logappend",
-            "--pidfilepath",
-            str(self.pid_path),
-        ]
+        return mongod_command(
+            self.binary, dbpath=self.dbpath, port=self.port, log=self.log_path, pidfile=self.pid_path
+        )
 
     def start(self, *, timeout: float = 60.0) -> None:
         if self.running:

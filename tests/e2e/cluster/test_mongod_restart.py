@@ -3,9 +3,10 @@ test's own (the session's mongod is shared by the other tests and cannot be rest
 on the same data), with workflows waiting on durable timers, some due during the outage.
 
 mongod is stopped (SIGTERM, or SIGKILL: an unclean stop, recovered from the journal)
-for about 3 s and started again on the same port and data directory. The servers must
-ride it out (keep running), every workflow must complete with the right output and an
-exactly-once history, and new workflows must run afterwards.
+for at least 3 s and started again on the same port and data directory. Meanwhile a
+client call gets UNAVAILABLE. The servers must ride it out (keep running), answer again
+once it is back, every workflow must complete with the right output and an exactly-once
+history, and new workflows must run afterwards.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 
+import grpc
 import pytest
 
 from tests.e2e.cluster.common import (
@@ -94,13 +96,20 @@ def test_workflows_complete_across_a_mongod_restart(own_mongod, how, tmp_path):
 
         own_mongod.stop(kill=(how == "sigkill"))
         t_down = time.monotonic()
-        time.sleep(OUTAGE_SECONDS)
+        # While the database is unreachable, clients get UNAVAILABLE (after the
+        # store's server-selection timeout), not a hang and not a crash.
+        with workflow_client(servers[0].port("orders")) as client, pytest.raises(grpc.RpcError) as caught:
+            client.get_workflow_state(ids[0])
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value
+        time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - t_down)))
         own_mongod.start()
         print(
             f"\nmongod {how}: down for {time.monotonic() - t_down:.1f}s; "
             f"{done_before}/{N} workflows had finished before the outage"
         )
         assert all(s.running for s in servers), "a server exited while MongoDB was down"
+        with workflow_client(servers[0].port("orders")) as client:
+            assert client.get_workflow_state(ids[0]) is not None  # served again
 
         wait_all_terminal(
             db, "orders", ids, timeout=90, what=f"all {N} workflows to finish after mongod came back"
