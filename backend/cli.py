@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     logging.getLogger("backend.server").setLevel(logging.INFO)  # the `ready:` lines always show
     logging.getLogger("grpc").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # PyMongo logs every command at DEBUG (~150 KB per workflow): our debug is not theirs.
+    logging.getLogger("pymongo").setLevel(max(logging.INFO, logging.getLogger().level))
     from backend.server import serve  # late: keeps `--help` fast
 
     try:
