@@ -6,11 +6,13 @@ sqlite:////absolute/path.db   SQLite file at an absolute path
 ...?synchronous=normal        faster commits, may lose the last ones on power loss
 mongodb://HOST[,HOST...]/DB?replicaSet=NAME   MongoDB >= 6.0 (replica set or sharded cluster);
 mongodb+srv://HOST/DB                         DB defaults to "durabletask"
+...&durability=local          opt out of majority writes/reads (w=1, journaled): may
+                              lose acknowledged work when the primary fails over
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from backend.errors import InvalidArgument
 from backend.store.base import Store
@@ -40,5 +42,11 @@ def open_store(url: str) -> Store:
             from backend.store.mongo import MongoStore
         except ImportError as e:
             raise InvalidArgument(f"the MongoDB store needs pymongo>=4.13,<5 installed ({e})") from e
-        return MongoStore(url)
+        # `durability` is ours, not a MongoDB URI option: take it out before pymongo sees it.
+        options = parse_qsl(parts.query, keep_blank_values=True)
+        durability = [v for k, v in options if k.lower() == "durability"]
+        rest = urlencode([(k, v) for k, v in options if k.lower() != "durability"])
+        return MongoStore(
+            urlunsplit(parts._replace(query=rest)), durability=(durability or ["majority"])[-1].lower()
+        )
     raise InvalidArgument(f"unknown store URL {url!r}: expected memory:, sqlite:///FILE or mongodb://...")

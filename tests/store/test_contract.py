@@ -26,9 +26,10 @@ from backend.domain.model import (
     NewInstance,
     WorkflowCommit,
 )
-from backend.errors import AlreadyExists, LeaseLost
+from backend.errors import AlreadyExists, InvalidArgument, LeaseLost
 from backend.store import Store, open_store
 from backend.store.base import Change, InstanceFilter, WorkflowLease
+from tests.store.conftest import _mongodb_params
 
 APP = "app-a"
 OTHER_APP = "app-b"
@@ -1009,3 +1010,38 @@ async def test_change_feed_reports_other_servers_writes(store: Store, store_url:
         assert Change(app_id=APP, instance_id=KEY.instance_id) in seen  # the instance changed
     finally:
         await other.close()
+
+
+# -- MongoDB durability settings ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("durable_url", _mongodb_params(), indirect=True)
+@pytest.mark.parametrize(
+    ("option", "write", "read"),
+    [
+        ("", {"w": "majority", "j": True}, "majority"),
+        ("durability=majority", {"w": "majority", "j": True}, "majority"),
+        ("durability=local", {"w": 1, "j": True}, "local"),
+    ],
+)
+async def test_mongodb_is_majority_durable_unless_opted_out(
+    durable_url: str, option: str, write: dict[str, object], read: str
+) -> None:
+    url = f"{durable_url}&{option}" if option else durable_url
+    store = open_store(url)
+    await store.open()
+    try:
+        # What the driver sends with every write and read (no public accessor on the store).
+        client = store._client  # type: ignore[attr-defined]
+        assert client.write_concern.document == write
+        assert client.read_concern.level == read
+        assert store._db.write_concern.document == write  # type: ignore[attr-defined]
+        await store.create_instance(new(), replace_terminal=False)
+        assert (await store.get_state(KEY)) is not None
+    finally:
+        await store.close()
+
+
+def test_mongodb_durability_option_is_checked() -> None:
+    with pytest.raises(InvalidArgument, match="durability must be one of majority, local"):
+        open_store("mongodb://127.0.0.1:1/db?replicaSet=rs0&durability=fast")

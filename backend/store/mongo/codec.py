@@ -33,6 +33,11 @@ CONTROL, START = int(Gate.CONTROL), int(Gate.START)
 
 WRITE = WriteConcern(w="majority", j=True)
 READ = ReadConcern("majority")
+# The store URL's `durability=`: majority (the default) or the explicit opt-out.
+DURABILITY = {
+    "majority": (WRITE, READ),
+    "local": (WriteConcern(w=1, j=True), ReadConcern("local")),
+}
 SNAPSHOT = ReadConcern("snapshot")
 # A duplicate key inside a transaction means a concurrent insert committed after
 # our snapshot: run the transaction again (it then sees the row) a few times.

@@ -5,7 +5,10 @@ writer: every rule of store/base.py is enforced by the database itself.
 
 Durability: writes use w="majority" with journaling, reads "majority" from the
 primary; a transaction reads one snapshot and commits with w="majority". Only
-that combination loses nothing acknowledged, so there is no weaker mode.
+that combination loses nothing acknowledged across a failover. The one way
+out is explicit: `durability=local` in the store URL (w=1 with journaling,
+local reads), for users who accept losing acknowledged work when a primary
+fails over.
 
 Collections (one document per item; nothing grows without bound):
 
@@ -60,12 +63,11 @@ from backend.store.mongo.codec import (
     CONTROL,
     DEFAULT_DATABASE,
     DUPLICATE_RETRIES,
-    READ,
+    DURABILITY,
     SNAPSHOT,
     STALLED,
     START,
     WAITING,
-    WRITE,
     Doc,
     T,
     from_micros,
@@ -83,9 +85,12 @@ CLAIM_MAX_MS = 1000  # how long a lease claim may wait on a locked instance docu
 
 
 class MongoStore(Store):
-    def __init__(self, url: str, *, database: str | None = None) -> None:
+    def __init__(self, url: str, *, database: str | None = None, durability: str = "majority") -> None:
+        if durability not in DURABILITY:
+            raise InvalidArgument(f"store URL: durability must be one of {', '.join(DURABILITY)}")
         self._url = url
         self._database = database
+        self._write, self._read = DURABILITY[durability]
         self._client: AsyncMongoClient[Doc] | None = None
         self._db: AsyncDatabase[Doc] | None = None
         self._writes: Writes | None = None
@@ -102,9 +107,9 @@ class MongoStore(Store):
             client: AsyncMongoClient[Doc] = AsyncMongoClient(
                 self._url,
                 **timeouts,
-                w="majority",
+                w=self._write.document["w"],
                 journal=True,
-                readConcernLevel="majority",
+                readConcernLevel=self._read.level,
                 readPreference="primary",
                 uuidRepresentation="standard",
                 appname="durabletask-sidecar",
@@ -114,7 +119,10 @@ class MongoStore(Store):
         try:
             name = self._database or client.get_default_database(DEFAULT_DATABASE).name
             db = client.get_database(
-                name, write_concern=WRITE, read_concern=READ, read_preference=ReadPreference.PRIMARY
+                name,
+                write_concern=self._write,
+                read_concern=self._read,
+                read_preference=ReadPreference.PRIMARY,
             )
             try:
                 hello = await client.admin.command("hello")
@@ -205,7 +213,7 @@ class MongoStore(Store):
                         return await session.with_transaction(
                             fn,
                             read_concern=SNAPSHOT,
-                            write_concern=WRITE,
+                            write_concern=self._write,
                             read_preference=ReadPreference.PRIMARY,
                         )
                     except DuplicateKeyError:
