@@ -39,6 +39,7 @@ BUILD = HERE / ".build"
 # Every server hosts these app IDs: `main` and `remote` for the per-SDK scenarios, app1..app4
 # for the multi-app ML pipeline, whose apps are played by different SDKs (a scenario's "casts").
 APPS = ("main", "remote", "app1", "app2", "app3", "app4")
+CAST_LEAD = "app1"  # in a cast, the column's SDK plays this app and starts the workflow
 SERVE_WAIT = 60.0  # seconds a --serve harness may take to connect its worker
 
 
@@ -323,7 +324,7 @@ def run_one(
     started = time.monotonic()
     try:
         for app, player in (cast or {}).items():
-            if player != sdk.name:
+            if app != CAST_LEAD:
                 log = BUILD / f"serve-{run_id}-{scenario}-{app}.log"
                 helpers.append(start_serving(SDKS[player], app, scenario, run_id, apps, log))
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
