@@ -8,11 +8,9 @@ which is also why leases left by a previous (crashed) run are cleared on open.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import uuid
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -32,6 +30,7 @@ from backend.domain.model import (
 )
 from backend.errors import AlreadyExists, LeaseLost
 from backend.store.base import ActivityLease, InstanceFilter, Store, WorkflowLease
+from backend.store.group_commit import GroupCommitter
 
 T = TypeVar("T")
 _IN_CHUNK = 500  # bound parameters per `IN (...)`, well under SQLite's limit
@@ -112,26 +111,15 @@ class SqliteStore(Store):
     def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
         self._path = path
         self._synchronous = synchronous.upper()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
-        self._db: sqlite3.Connection | None = None
+        self._thread: GroupCommitter | None = None
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._tx, fn)
-
-    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        assert db is not None, "store is not open"
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db)
-        except BaseException:
-            db.rollback()
-            raise
-        db.commit()
-        return result
+        assert self._thread is not None, "store is not open"
+        return await self._thread.run(fn)
 
     async def open(self) -> None:
+        thread = GroupCommitter()
+
         def connect() -> None:
             if self._path != ":memory:":
                 Path(self._path).parent.mkdir(parents=True, exist_ok=True)
@@ -144,18 +132,27 @@ class SqliteStore(Store):
             # Sole owner of the file: leases of a previous process died with it.
             db.execute("UPDATE instances SET lease_owner=NULL, lease_token=NULL, lease_until=NULL")
             db.execute("UPDATE activities SET lease_owner=NULL, lease_token=NULL, lease_until=NULL")
-            self._db = db
+            thread.db = db
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        try:
+            await thread.call(connect)
+        except BaseException:
+            thread.stop()
+            raise
+        self._thread = thread
 
     async def close(self) -> None:
-        def disconnect() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
-        self._executor.shutdown(wait=True)
+        def disconnect() -> None:
+            if thread.db is not None:
+                thread.db.close()
+                thread.db = None
+
+        await thread.call(disconnect)
+        thread.stop()
 
     # -- helpers (run on the store thread) -----------------------------------
 

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -161,13 +162,28 @@ def _exit(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-if __name__ == "__main__":  # start one by hand: python tests/store/mongod.py; stop with ^C or kill
+def main(argv: list[str]) -> int:
+    """python -m tests.store.mongod                    start one; stop with ^C or kill
+    python -m tests.store.mongod run -- CMD ARG...     run CMD with a throwaway mongod:
+        every "$MONGODB_URL" in its arguments (and the env var MONGODB_URL) is the URL;
+        the exit code is CMD's."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit)
     server = Mongod.start()
-    print(server.url, "pid", server.pid, "dbpath", server.dbpath, flush=True)
     try:
+        if argv[:1] == ["run"]:
+            command = argv[2:] if argv[1:2] == ["--"] else argv[1:]
+            if not command:
+                raise SystemExit("usage: python -m tests.store.mongod run -- CMD ARG...")
+            command = [arg.replace("$MONGODB_URL", server.url) for arg in command]
+            env = {**os.environ, "MONGODB_URL": server.url}
+            return subprocess.run(command, env=env, check=False).returncode
+        print(server.url, "pid", server.pid, "dbpath", server.dbpath, flush=True)
         while True:
             signal.pause()
     finally:
         server.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
