@@ -95,8 +95,8 @@ class Instances:
     async def wait(self, key: InstanceKey, until: Predicate, *, timeout: float | None) -> opb.WorkflowState:
         """Block until the predicate holds; the caller's deadline bounds it."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        state = await self._store.get_state(key)
         while True:
-            state = await self._store.get_state(key)
             if state is None:
                 raise NotFound(f"no such instance exists: '{key.instance_id}' on app '{key.app_id}'")
             if until(state):
@@ -106,7 +106,9 @@ class Instances:
                 remaining = min(remaining, deadline - time.monotonic())
                 if remaining <= 0:
                     return state
-            await self._notifier.wait_change(key, remaining)
+            # Our own commits hand over the new state; anything else is read again.
+            known = await self._notifier.wait_change(key, remaining)
+            state = known if known is not None else await self._store.get_state(key)
 
     # -- messages ----------------------------------------------------------------
 

@@ -8,13 +8,14 @@ import asyncio
 import contextlib
 from collections import defaultdict
 
+from backend._proto import orchestration_pb2 as opb
 from backend.domain.model import InstanceKey
 
 
 class Notifier:
     def __init__(self) -> None:
         self._work: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
-        self._watchers: dict[InstanceKey, set[asyncio.Event]] = defaultdict(set)
+        self._watchers: dict[InstanceKey, set[_Watcher]] = defaultdict(set)
 
     # -- dispatchers -----------------------------------------------------------
 
@@ -36,20 +37,37 @@ class Notifier:
 
     # -- instance watchers -----------------------------------------------------
 
-    def changed(self, key: InstanceKey) -> None:
-        for event in self._watchers.get(key, ()):
-            event.set()
+    def changed(self, key: InstanceKey, state: opb.WorkflowState | None = None) -> None:
+        """The instance changed; `state` is its new client-visible state when the
+        change is our own commit (None: unknown, the watcher reads the store)."""
+        for watcher in self._watchers.get(key, ()):
+            watcher.state = state  # the last change wins
+            watcher.event.set()
 
-    async def wait_change(self, key: InstanceKey, timeout: float) -> None:
-        event = asyncio.Event()
-        self._watchers[key].add(event)
+    async def wait_change(self, key: InstanceKey, timeout: float) -> opb.WorkflowState | None:
+        """Wait for a change (or the timeout); the new state if it came with it."""
+        watcher = _Watcher()
+        self._watchers[key].add(watcher)
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    await event.wait()
+                    await watcher.event.wait()
         finally:
             watchers = self._watchers.get(key)
             if watchers is not None:
-                watchers.discard(event)
+                watchers.discard(watcher)
                 if not watchers:
                     del self._watchers[key]
+        if watcher.state is None:
+            return None
+        copy = opb.WorkflowState()
+        copy.CopyFrom(watcher.state)  # callers may edit what they get
+        return copy
+
+
+class _Watcher:
+    __slots__ = ("event", "state")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.state: opb.WorkflowState | None = None

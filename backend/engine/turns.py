@@ -115,7 +115,7 @@ class WorkflowTurns:
             self._cache.put(
                 key, Entry(execution_id=commit.state.executionId.value, events=history, state=state)
             )
-        self._notifier.changed(key)
+        self._notifier.changed(key, commit.state)
         self._notifier.wake(None)
 
     async def _busy_children(

@@ -17,7 +17,17 @@ _PIPELINE: list[Mapping[str, Any]] = [
         "$match": {
             "$or": [
                 {"operationType": "insert", "ns.coll": {"$in": [INBOX, ACTIVITIES]}},
-                {"operationType": {"$in": ["insert", "update", "replace"]}, "ns.coll": INSTANCES},
+                {"operationType": {"$in": ["insert", "replace"]}, "ns.coll": INSTANCES},
+                # Only changes a client can see (state) or that gate work (status): claims,
+                # lease renewals and inbox positions update the instance far more often.
+                {
+                    "operationType": "update",
+                    "ns.coll": INSTANCES,
+                    "$or": [
+                        {"updateDescription.updatedFields.state": {"$exists": True}},
+                        {"updateDescription.updatedFields.status": {"$exists": True}},
+                    ],
+                },
             ]
         }
     },
