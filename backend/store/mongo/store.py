@@ -230,7 +230,7 @@ class MongoStore(Store):
             if not await self._w.create(s, new, replace_terminal=replace_terminal):
                 return False
             if seed is not None:
-                await self._w.apply(s, seed, length=0, now=new.created_at)
+                await self._w.apply(s, seed, fence=None, now=new.created_at)
             return True
 
         if not await self._tx(create):
@@ -415,16 +415,7 @@ class MongoStore(Store):
 
     async def commit_workflow(self, lease: WorkflowLease, commit: WorkflowCommit, *, now: datetime) -> None:
         async def apply(s: AsyncClientSession) -> None:
-            # The fence, and the first write: a competing claim conflicts from here on.
-            doc = await self._instances.find_one_and_update(
-                {**key_filter(lease.key), "lease_token": lease.token},
-                {"$inc": {"generation": 1}},
-                projection={"_id": 0, "history_len": 1},
-                session=s,
-            )
-            if doc is None:
-                raise LeaseLost(f"lease on {lease.key} is no longer held")
-            await self._w.apply(s, commit, length=int(doc["history_len"]), now=now)
+            await self._w.apply(s, commit, fence=lease.token, now=now)
 
         await self._tx(apply)
 

@@ -13,6 +13,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from backend.domain.model import InstanceKey, Message, NewInstance, WorkflowCommit, is_terminal
+from backend.errors import LeaseLost
 from backend.store.mongo.codec import Doc, key_filter, micros, object_id
 
 
@@ -101,14 +102,38 @@ class Writes:
         return True
 
     async def apply(
-        self, s: AsyncClientSession, commit: WorkflowCommit, *, length: int, now: datetime
+        self, s: AsyncClientSession, commit: WorkflowCommit, *, fence: str | None, now: datetime
     ) -> None:
-        """Write a commit set; the caller has checked the lease (or just created the instance)."""
+        """Write a commit set. With `fence` (the lease token), the instance update comes
+        first and checks the lease in the same round trip (LeaseLost if it is gone):
+        from that write on, a competing claim conflicts with this transaction."""
         key = commit.key
         k = key_filter(key)
+        added = len(commit.new_history)
+        before = await self._instances.find_one_and_update(
+            k if fence is None else {**k, "lease_token": fence},
+            {
+                "$set": {
+                    "status": int(commit.state.workflowStatus),
+                    "state": commit.state.SerializeToString(),
+                    "lease_owner": None,
+                    "lease_token": None,
+                    "lease_until": None,
+                    **({"history_len": added} if commit.reset_history else {}),
+                },
+                "$inc": {"generation": 1, **({} if commit.reset_history else {"history_len": added})},
+            },
+            projection={"_id": 0, "history_len": 1},
+            return_document=ReturnDocument.BEFORE,
+            session=s,
+        )
+        if before is None:
+            if fence is not None:
+                raise LeaseLost(f"lease on {key} is no longer held")
+            raise AssertionError(f"{key} was just created but is missing")
+        length = 0 if commit.reset_history else int(before.get("history_len", 0))
         if commit.reset_history:
             await self._history.delete_many(k, session=s)
-            length = 0
         if commit.new_history:
             await self._history.insert_many(
                 [
@@ -118,7 +143,6 @@ class Writes:
                 ordered=True,
                 session=s,
             )
-        length += len(commit.new_history)
         consumed = [oid for oid in (object_id(i) for i in commit.consumed) if oid is not None]
         if consumed:
             await self._inbox.delete_many({"_id": {"$in": consumed}}, session=s)
@@ -150,17 +174,3 @@ class Writes:
                 ordered=True,
                 session=s,
             )
-        await self._instances.update_one(
-            k,
-            {
-                "$set": {
-                    "status": int(commit.state.workflowStatus),
-                    "state": commit.state.SerializeToString(),
-                    "history_len": length,
-                    "lease_owner": None,
-                    "lease_token": None,
-                    "lease_until": None,
-                }
-            },
-            session=s,
-        )
