@@ -1,0 +1,225 @@
+package conformance;
+
+import io.dapr.durabletask.DurableTaskClient;
+import io.dapr.durabletask.DurableTaskGrpcClientBuilder;
+import io.dapr.durabletask.DurableTaskGrpcWorker;
+import io.dapr.durabletask.DurableTaskGrpcWorkerBuilder;
+import io.dapr.durabletask.NewOrchestrationInstanceOptions;
+import io.dapr.durabletask.OrchestrationMetadata;
+import io.dapr.durabletask.OrchestrationRuntimeStatus;
+import io.dapr.durabletask.TaskActivity;
+import io.dapr.durabletask.TaskActivityFactory;
+import io.dapr.durabletask.TaskOrchestration;
+import io.dapr.durabletask.orchestration.TaskOrchestrationFactory;
+import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
+
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+
+/** One scenario run: the workers it started, its clients, and the instances and facts it reports. */
+final class Run {
+
+  static final Duration TIMEOUT = Duration.ofSeconds(120); // a workflow's time to finish
+  static final Duration POLL_FOR = Duration.ofSeconds(30); // a client's time to observe a status
+  static final long POLL_MILLIS = 100;
+
+  final Scenario scenario;
+  final Map<String, String> addresses;
+  /** {@code RUNID-<scenario>}: the instance ID of role {@code main}, and the prefix of the others. */
+  final String iid;
+  final Map<String, String> instances = new LinkedHashMap<>();
+  final Map<String, Object> facts = new LinkedHashMap<>();
+
+  private final List<DurableTaskGrpcWorker> workers = new ArrayList<>();
+  private final List<ManagedChannel> channels = new ArrayList<>();
+  private final Map<String, DurableTaskClient> clients = new LinkedHashMap<>();
+
+  Run(Scenario scenario, String name, Map<String, String> addresses, String runId) {
+    this.scenario = scenario;
+    this.addresses = addresses;
+    this.iid = runId + "-" + name;
+    instances.put("main", iid);
+  }
+
+  // ----- hosting -----------------------------------------------------------------------------------------------
+
+  /** Starts a worker for {@code app} with the scenario's registrations for it. */
+  void host(String app) {
+    Scenario.App spec = scenario.apps().get(app);
+    if (spec == null) {
+      throw new IllegalArgumentException("the scenario hosts nothing on app '" + app + "'");
+    }
+    DurableTaskGrpcWorkerBuilder b = new DurableTaskGrpcWorkerBuilder().grpcChannel(channel(app));
+    // No .appId(...): like Dapr's sdk-workflows, the worker learns its app ID from the ExecutionStarted router.
+    spec.workflows().forEach((name, fn) -> b.addOrchestration(orchestration(name, fn)));
+    spec.activities().forEach((name, fn) -> b.addActivity(activity(name, fn)));
+    DurableTaskGrpcWorker w = b.build();
+    w.start();
+    workers.add(w);
+  }
+
+  private static TaskOrchestrationFactory orchestration(String name, TaskOrchestration fn) {
+    return new TaskOrchestrationFactory() {
+      @Override
+      public String getName() {
+        return name;
+      }
+
+      @Override
+      public TaskOrchestration create() {
+        return fn;
+      }
+
+      @Override
+      public String getVersionName() {
+        return null; // unversioned
+      }
+
+      @Override
+      public Boolean isLatestVersion() {
+        return false;
+      }
+    };
+  }
+
+  private static TaskActivityFactory activity(String name, TaskActivity fn) {
+    return new TaskActivityFactory() {
+      @Override
+      public String getName() {
+        return name;
+      }
+
+      @Override
+      public TaskActivity create() {
+        return fn;
+      }
+    };
+  }
+
+  private ManagedChannel channel(String app) {
+    String address = addresses.get(app);
+    if (address == null) {
+      throw new IllegalArgumentException("no address for app '" + app + "' (use --app " + app + "=HOST:PORT)");
+    }
+    int colon = address.lastIndexOf(':');
+    if (colon <= 0) {
+      throw new IllegalArgumentException("expected HOST:PORT, got " + address);
+    }
+    ManagedChannel ch = ManagedChannelBuilder
+        .forAddress(address.substring(0, colon), Integer.parseInt(address.substring(colon + 1)))
+        .usePlaintext()
+        .build();
+    channels.add(ch);
+    return ch;
+  }
+
+  // ----- client side -------------------------------------------------------------------------------------------
+
+  DurableTaskClient client() {
+    return client("main");
+  }
+
+  DurableTaskClient client(String app) {
+    DurableTaskClient c = clients.get(app);
+    if (c == null) {
+      c = new DurableTaskGrpcClientBuilder().grpcChannel(channel(app)).build();
+      clients.put(app, c);
+    }
+    return c;
+  }
+
+  /** Starts workflow {@code name} on {@code main} as {@code instanceId}. */
+  void start(String name, String instanceId, Object input) {
+    start(client(), name, instanceId, input, null);
+  }
+
+  void start(DurableTaskClient c, String name, String instanceId, Object input, Instant at) {
+    NewOrchestrationInstanceOptions opts = new NewOrchestrationInstanceOptions().setInstanceId(instanceId);
+    if (input != null) {
+      opts.setInput(input);
+    }
+    if (at != null) {
+      opts.setStartTime(at);
+    }
+    c.scheduleNewOrchestrationInstance(name, opts);
+    System.err.println("[harness] started " + name + " as " + instanceId);
+  }
+
+  /** Waits for {@code instanceId} on {@code main} to finish. */
+  OrchestrationMetadata finish(String instanceId) throws TimeoutException {
+    return finish(client(), instanceId);
+  }
+
+  OrchestrationMetadata finish(DurableTaskClient c, String instanceId) throws TimeoutException {
+    OrchestrationMetadata md = c.waitForInstanceCompletion(instanceId, TIMEOUT, true);
+    if (md == null || !md.isInstanceFound()) {
+      throw new IllegalStateException("instance " + instanceId + " vanished while waiting");
+    }
+    String failure = md.getFailureDetails() == null ? null : md.getFailureDetails().getErrorMessage();
+    System.err.println("[harness] " + instanceId + " finished: " + md.getRuntimeStatus()
+        + " output=" + md.getSerializedOutput()
+        + (failure == null || failure.isEmpty() ? "" : " failure=" + failure));
+    return md;
+  }
+
+  /** The instance's status as the {@code main} client reads it, {@code null} if it does not exist. */
+  OrchestrationRuntimeStatus status(String instanceId) {
+    OrchestrationMetadata md = client().getInstanceMetadata(instanceId, false);
+    return md == null || !md.isInstanceFound() ? null : md.getRuntimeStatus();
+  }
+
+  /** Polls until the client reads one of {@code statuses}; false if it never does. */
+  boolean until(String instanceId, OrchestrationRuntimeStatus... statuses) throws InterruptedException {
+    Set<OrchestrationRuntimeStatus> wanted = Set.of(statuses);
+    long deadline = System.nanoTime() + POLL_FOR.toNanos();
+    while (System.nanoTime() < deadline) {
+      if (wanted.contains(status(instanceId))) {
+        return true;
+      }
+      Thread.sleep(POLL_MILLIS);
+    }
+    return false;
+  }
+
+  /** Stops workers, clients and channels, bounded in time (the JVM exits right after anyway). */
+  void close() {
+    Thread t = new Thread(() -> {
+      for (DurableTaskGrpcWorker w : workers) {
+        try {
+          w.close();
+        } catch (Throwable e) {
+          System.err.println("[harness] stopping a worker failed: " + e);
+        }
+      }
+      for (DurableTaskClient c : clients.values()) {
+        try {
+          c.close();
+        } catch (Throwable e) {
+          System.err.println("[harness] closing a client failed: " + e);
+        }
+      }
+      for (ManagedChannel ch : channels) {
+        try {
+          ch.shutdownNow().awaitTermination(2, TimeUnit.SECONDS);
+        } catch (Throwable e) {
+          // best effort
+        }
+      }
+    }, "harness-shutdown");
+    t.setDaemon(true);
+    t.start();
+    try {
+      t.join(10_000);
+    } catch (InterruptedException ignored) {
+      Thread.currentThread().interrupt();
+    }
+  }
+}
