@@ -369,8 +369,6 @@ def run_one(
         with grpc.insecure_channel(apps[expect[role].get("app", "main")]) as channel:
             stub = sgrpc.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]
             problems += [f"{role}: {p}" for p in judge(stub, iid, expect[role])]
-    if cast:
-        version = " + ".join(f"{app}={player}" for app, player in cast.items())
     return Result(scenario, sdk.name, not problems, "; ".join(problems) or "ok", version, seconds)
 
 

@@ -2,13 +2,16 @@
 //
 //	go build -C conformance/go -o ../.build/go-harness .
 //	conformance/.build/go-harness --scenario NAME --app main=H:P --app remote=H:P --run-id R
+//	conformance/.build/go-harness --serve app2 --app app2=H:P ...
 //	conformance/.build/go-harness --list
 //
 // For one scenario it runs a durabletask-go worker per app ID the scenario needs, starts the
-// workflow instance RUNID-<scenario> through a client on the `main` endpoint, performs the
-// scenario's client-side step (if any), waits for the instance to finish and prints exactly one
-// JSON line on stdout. It does not judge the outcome: the runner reads the instance's state and
-// history itself. Logs go to stderr.
+// workflow instance RUNID-<scenario> through a client on the `main` endpoint (app1 for the ML
+// pipeline), performs the scenario's client-side steps, waits for the instance to finish and
+// prints exactly one JSON line on stdout (instances by role, and the facts the scenario names).
+// It does not judge the outcome: the runner reads the instances' state and history itself.
+// With --serve APP it only hosts that app of the ML pipeline, prints {"serving": APP} once its
+// worker is connected, and runs until SIGTERM or the end of stdin. Logs go to stderr.
 package main
 
 import (
@@ -17,12 +20,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -46,6 +52,12 @@ type scenario struct {
 	start      string // workflow started on `main`
 	input      any    // its input (nil: none)
 	afterStart func(ctx context.Context, c *client.TaskHubGrpcClient, id api.InstanceID) error
+	// drive, when set, replaces start/afterStart/wait: the scenario's own client-side steps.
+	drive func(e *driveEnv) error
+	// late: apps whose workers drive starts itself (env.startApp), after the workflow.
+	late map[string]func(r *task.TaskRegistry) error
+	// clientApp: the app the client talks to (default "main").
+	clientApp string
 }
 
 // -- activities ------------------------------------------------------------------------------
@@ -322,6 +334,7 @@ type resultLine struct {
 	Scenario  string            `json:"scenario"`
 	SDK       string            `json:"sdk"`
 	Instances map[string]string `json:"instances"`
+	Facts     map[string]any    `json:"facts,omitempty"`
 	Error     *string           `json:"error"`
 }
 
@@ -357,7 +370,7 @@ func (s *stderrLogger) Warnf(format string, v ...any)  { s.l.Printf("WARN: "+for
 func (s *stderrLogger) Error(v ...any)                 { s.l.Print(append([]any{"ERROR: "}, v...)...) }
 func (s *stderrLogger) Errorf(format string, v ...any) { s.l.Printf("ERROR: "+format, v...) }
 
-func run(name string, sc *scenario, apps map[string]string, iid api.InstanceID, waitTimeout time.Duration) (err error) {
+func run(name string, sc *scenario, apps map[string]string, iid api.InstanceID, waitTimeout time.Duration, line *resultLine) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("harness panic: %v", p)
@@ -392,14 +405,18 @@ func run(name string, sc *scenario, apps map[string]string, iid api.InstanceID, 
 		roles = append(roles, role)
 	}
 	sort.Strings(roles)
-	for _, role := range append([]string{"main"}, roles...) {
+	clientApp := sc.clientApp
+	if clientApp == "" {
+		clientApp = "main"
+	}
+	for _, role := range append([]string{clientApp}, roles...) {
 		if apps[role] == "" {
 			return fmt.Errorf("scenario %s needs --app %s=HOST:PORT", name, role)
 		}
 	}
-	for _, role := range roles {
+	startWorker := func(role string, reg func(*task.TaskRegistry) error) error {
 		r := task.NewTaskRegistry()
-		if err := sc.apps[role](r); err != nil {
+		if err := reg(r); err != nil {
 			return fmt.Errorf("registering on %s: %w", role, err)
 		}
 		cc, err := dial(role)
@@ -411,13 +428,46 @@ func run(name string, sc *scenario, apps map[string]string, iid api.InstanceID, 
 			return fmt.Errorf("starting the %s worker: %w", role, err)
 		}
 		log.Printf("worker for %s started on %s", role, apps[role])
+		return nil
+	}
+	for _, role := range roles {
+		if err := startWorker(role, sc.apps[role]); err != nil {
+			return err
+		}
 	}
 
-	cc, err := dial("main")
+	cc, err := dial(clientApp)
 	if err != nil {
 		return err
 	}
 	c := client.NewTaskHubGrpcClient(cc, prefixLogger("client"))
+
+	if sc.drive != nil {
+		driveCtx, driveCancel := context.WithTimeout(ctx, waitTimeout)
+		defer driveCancel()
+		env := &driveEnv{
+			ctx:       driveCtx,
+			c:         c,
+			iid:       iid,
+			instances: line.Instances,
+			facts:     map[string]any{},
+			startApp: func(role string) error {
+				reg, ok := sc.late[role]
+				if !ok {
+					return fmt.Errorf("scenario %s has no late app %s", name, role)
+				}
+				return startWorker(role, reg)
+			},
+		}
+		err := sc.drive(env)
+		if len(env.facts) > 0 {
+			line.Facts = env.facts
+		}
+		if err != nil && driveCtx.Err() != nil {
+			return fmt.Errorf("timed out after %s: %w", waitTimeout, err)
+		}
+		return err
+	}
 
 	opts := []api.NewWorkflowOptions{api.WithInstanceID(iid)}
 	if sc.input != nil {
@@ -486,10 +536,22 @@ func main() {
 	runID := flag.String("run-id", fmt.Sprintf("%d", time.Now().Unix()), "prefix of the instance IDs")
 	timeout := flag.Duration("timeout", 120*time.Second, "how long to wait for the instance to finish")
 	list := flag.Bool("list", false, "print the scenario names this harness implements")
-	flag.Var(apps, "app", "APP=HOST:PORT (repeatable; main and remote)")
+	serveApp := flag.String("serve", "", "only host this app of the ML pipeline (app1..app4) until stopped")
+	flag.Var(apps, "app", "APP=HOST:PORT (repeatable: main, remote, app1..app4)")
 	flag.Parse()
 
+	if *serveApp != "" {
+		if err := serve(*serveApp, apps); err != nil {
+			log.Printf("error: %v", err)
+			os.Exit(2)
+		}
+		return
+	}
 	all := scenarios()
+	for n, sc := range lifecycleScenarios() {
+		all[n] = sc
+	}
+	all["ml_pipeline"] = mlPipelineScenario()
 	if *list {
 		names := make([]string, 0, len(all))
 		for n := range all {
@@ -514,7 +576,7 @@ func main() {
 	}
 	var err error
 	if sc, ok := all[*scenarioName]; ok {
-		err = run(*scenarioName, sc, apps, iid, *timeout)
+		err = run(*scenarioName, sc, apps, iid, *timeout, &line)
 	} else {
 		err = fmt.Errorf("unknown scenario %q", *scenarioName)
 	}
@@ -529,4 +591,39 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Println(string(out))
+}
+
+// serve hosts one app of the ML pipeline until SIGTERM/SIGINT or the end of stdin.
+func serve(app string, apps map[string]string) error {
+	reg, ok := mlApps[app]
+	if !ok {
+		return fmt.Errorf("--serve: no such app %q (app1..app4)", app)
+	}
+	addr := apps[app]
+	if addr == "" {
+		return fmt.Errorf("--serve %s needs --app %s=HOST:PORT", app, app)
+	}
+	r := task.NewTaskRegistry()
+	if err := reg(r); err != nil {
+		return err
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer cancel()
+	w := client.NewTaskHubGrpcClient(cc, prefixLogger(app))
+	if err := w.StartWorkItemListener(ctx, r); err != nil {
+		return fmt.Errorf("starting the %s worker: %w", app, err)
+	}
+	out, _ := json.Marshal(map[string]string{"serving": app})
+	fmt.Println(string(out))
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin) // the runner closing stdin means stop
+		cancel()
+	}()
+	<-ctx.Done()
+	return nil
 }
