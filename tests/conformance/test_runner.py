@@ -51,3 +51,25 @@ def test_a_harness_that_reports_nothing_has_failed(tmp_path: Path) -> None:
     assert proc.returncode == 1
     (result,) = json.loads(report.read_text())["results"]
     assert result["passed"] is False and "no result line" in result["reason"]
+
+
+def test_a_wrong_fact_or_a_present_purged_instance_fails(tmp_path: Path) -> None:
+    scenarios = tmp_path / "scenarios"
+    for name in ("custom_status", "purge_recursive"):
+        shutil.copytree(SCENARIOS / name, scenarios / name)
+    spec_path = scenarios / "custom_status" / "scenario.json"
+    spec = json.loads(spec_path.read_text())
+    spec["facts"]["first_custom_status"] = "step-0"
+    spec_path.write_text(json.dumps(spec))
+    spec_path = scenarios / "purge_recursive" / "scenario.json"
+    spec = json.loads(spec_path.read_text())
+    spec["expect"]["child"] = {"status": "COMPLETED"}  # it was purged: must not exist
+    spec_path.write_text(json.dumps(spec))
+
+    report = tmp_path / "report.json"
+    proc = _run("--sdk", "python", "--scenarios-dir", str(scenarios), "--json", str(report))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    results = {r["scenario"]: r for r in json.loads(report.read_text())["results"]}
+    assert "fact first_custom_status is 'step-1', expected 'step-0'" in results["custom_status"]["reason"]
+    assert "child: instance" in results["purge_recursive"]["reason"]
+    assert "does not exist" in results["purge_recursive"]["reason"]
