@@ -43,6 +43,22 @@ CAST_LEAD = "app1"  # in a cast, the column's SDK plays this app and starts the 
 SERVE_WAIT = 60.0  # seconds a --serve harness may take to connect its worker
 
 
+CORE_SCENARIOS = frozenset(
+    {
+        "hello_chain",
+        "fan_out_fan_in",
+        "durable_timer",
+        "external_event",
+        "event_timeout",
+        "activity_retry",
+        "child_workflow",
+        "failure_details",
+        "multi_app_activity",
+        "multi_app_child",
+    }
+)
+
+
 @dataclass
 class Sdk:
     name: str
@@ -50,6 +66,7 @@ class Sdk:
     build: list[list[str]]  # commands run once before the first scenario (cwd = repo root)
     built: Path | None = None  # skip the build when this is newer than every file in `sources`
     sources: Path | None = None
+    only: frozenset[str] | None = None  # the scenarios this harness plays (None: all)
 
     def up_to_date(self) -> bool:
         if self.built is None or not self.built.exists():
@@ -71,6 +88,15 @@ SDKS = {
         [["go", "build", "-C", str(HERE / "go"), "-o", str(BUILD / "go-harness"), "."]],
         BUILD / "go-harness",
         HERE / "go",
+    ),
+    # The previous Go SDK generation (CompleteOrchestratorTask); it plays the ten core scenarios.
+    "go-v0.11": Sdk(
+        "go-v0.11",
+        [str(BUILD / "go-v0.11-harness")],
+        [["go", "build", "-C", str(HERE / "go-v0.11"), "-o", str(BUILD / "go-v0.11-harness"), "."]],
+        BUILD / "go-v0.11-harness",
+        HERE / "go-v0.11",
+        only=CORE_SCENARIOS,
     ),
     "java": Sdk(
         "java",
@@ -483,12 +509,21 @@ def main(argv: list[str] | None = None) -> int:
                 cast = casts.get(sc, {}).get(name) if sc in casts else None
                 if sc in casts and cast is None:
                     continue  # no cast led by this SDK
+                only = SDKS[name].only
+                if only is not None and sc not in only:
+                    continue  # not played by this harness: "—" in the table
                 absent = sorted(set(cast or {}) - set(apps))
                 if absent:
                     r = Result(sc, name, False, f"no endpoint for {', '.join(absent)}", unsupported=True)
                 else:
                     r = run_one(
-                        SDKS[name], sc, args.scenarios_dir, apps, f"{stamp}-{name}", args.timeout, cast
+                        SDKS[name],
+                        sc,
+                        args.scenarios_dir,
+                        apps,
+                        f"{stamp}-{name.replace('.', '')}",
+                        args.timeout,
+                        cast,
                     )
                 mark = "pass" if r.passed else ("n/a " if r.unsupported else "FAIL")
                 print(
