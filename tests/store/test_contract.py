@@ -28,7 +28,7 @@ from backend.domain.model import (
 )
 from backend.errors import AlreadyExists, InvalidArgument, LeaseLost
 from backend.store import Store, open_store
-from backend.store.base import Change, InstanceFilter, WorkflowLease
+from backend.store.base import ActivityLease, Change, InstanceFilter, WorkflowLease
 from tests.store.conftest import _mongodb_params
 
 APP = "app-a"
@@ -696,6 +696,38 @@ async def test_complete_activity_with_stale_lease(store: Store) -> None:
     await store.complete_activity(current, result)
     lease = await lease_one(store, now=at(41))
     assert len(lease.inbox) == 1
+
+
+async def test_concurrent_results_for_one_parent_each_land_once(store: Store) -> None:
+    """A fan-out's results arrive together (MongoDB writes them in batches per parent):
+    every held one is delivered once, in the inbox, and a stale one alone is refused."""
+    names = [f"a{i}" for i in range(12)]
+    await _with_activities(store, *names)
+    acts = await store.lease_activities(OTHER_APP, owner="w1", now=at(1), until=at(30), limit=20)
+    assert len(acts) == 12
+    # a3's lease expired and another server holds it now: ours is stale
+    stale = next(a for a in acts if a.task.request.name == "a3")
+    await store.abandon_activity(stale, retry_at=None)
+    [current] = await store.lease_activities(OTHER_APP, owner="w2", now=at(2), until=at(30), limit=1)
+
+    def result(a: ActivityLease) -> Message:
+        done = hpb.TaskCompletedEvent(
+            taskScheduledId=a.task.request.taskId, result=ev.sv(f'"{a.task.request.name}"')
+        )
+        return Message(target=KEY, event=ev.event(at(3), taskCompleted=done))
+
+    outcomes = await asyncio.gather(
+        *(store.complete_activity(a, result(a)) for a in acts), return_exceptions=True
+    )
+    refused = [a.task.request.name for a, o in zip(acts, outcomes, strict=True) if isinstance(o, LeaseLost)]
+    assert refused == ["a3"], outcomes
+    assert all(o is None for a, o in zip(acts, outcomes, strict=True) if a is not stale)
+    await store.complete_activity(current, result(current))
+
+    lease = await lease_one(store, now=at(4))
+    delivered = sorted(i.event.taskCompleted.result.value for i in lease.inbox)
+    assert delivered == sorted(f'"{n}"' for n in names)  # each exactly once
+    assert await store.lease_activities(OTHER_APP, owner="w3", now=at(100), until=at(130), limit=20) == []
 
 
 async def test_complete_activity_of_purged_parent(store: Store) -> None:

@@ -33,6 +33,7 @@ let a timer fire up to a millisecond early, or compare equal when it is not).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from datetime import datetime
@@ -94,6 +95,8 @@ class MongoStore(Store):
         self._client: AsyncMongoClient[Doc] | None = None
         self._db: AsyncDatabase[Doc] | None = None
         self._writes: Writes | None = None
+        # Activity results being written, per parent instance (see complete_activity).
+        self._completing: dict[InstanceKey, list[tuple[ActivityLease, Message, asyncio.Future[None]]]] = {}
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -476,18 +479,55 @@ class MongoStore(Store):
         return out
 
     async def complete_activity(self, lease: ActivityLease, result: Message) -> None:
-        oid = object_id(lease.id)
+        """Results for one parent are written in batches: a fan-out's results arrive
+        together, and one transaction each would contend on the parent's inbox
+        counter (write conflicts, retried with back-off). Results that arrive while a
+        batch for the same parent commits join the next one."""
+        parent = result.target
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self._completing.get(parent)
+        if waiting is not None:
+            waiting.append((lease, result, done))
+            return await done
+        self._completing[parent] = []
+        batch = [(lease, result, done)]
+        try:
+            while batch:
+                await self._complete_batch(batch)
+                batch, self._completing[parent] = self._completing[parent], []
+        finally:
+            for _, _, left in self._completing.pop(parent, []):
+                if not left.done():  # we were cancelled mid-batch: they run again
+                    left.set_exception(Unavailable("the activity result was not written"))
+        return await done
 
-        async def complete(s: AsyncClientSession) -> None:
-            deleted = 0
-            if oid is not None:
-                done = await self._activities.delete_one({"_id": oid, "lease_token": lease.token}, session=s)
-                deleted = done.deleted_count
-            if not deleted:
-                raise LeaseLost(f"activity {lease.id} is no longer leased by this server")
-            await self._w.insert_messages(s, [result])
+    async def _complete_batch(self, batch: list[tuple[ActivityLease, Message, asyncio.Future[None]]]) -> None:
+        ids = [oid for oid in (object_id(lease.id) for lease, _, _ in batch) if oid is not None]
 
-        await self._tx(complete)
+        async def complete(s: AsyncClientSession) -> set[str]:
+            # Ours: still queued and still under our lease token (fenced by the delete).
+            rows = self._activities.find({"_id": {"$in": ids}}, projection={"lease_token": 1}, session=s)
+            tokens = {str(d["_id"]): d.get("lease_token") async for d in rows}
+            held = {str(lease.id) for lease, _, _ in batch if tokens.get(str(lease.id)) == lease.token}
+            if held:
+                await self._activities.delete_many({"_id": {"$in": [object_id(i) for i in held]}}, session=s)
+                await self._w.insert_messages(s, [m for lease, m, _ in batch if str(lease.id) in held])
+            return held
+
+        try:
+            held = await self._tx(complete)
+        except Exception as err:
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_exception(err)
+            return
+        for lease, _, done in batch:
+            if done.done():
+                continue
+            if str(lease.id) in held:
+                done.set_result(None)
+            else:
+                done.set_exception(LeaseLost(f"activity {lease.id} is no longer leased by this server"))
 
     async def abandon_activity(self, lease: ActivityLease, *, retry_at: datetime | None) -> None:
         oid = object_id(lease.id)
