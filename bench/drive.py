@@ -1,0 +1,108 @@
+"""One run of one workload: the load generator as a subprocess against a running server.
+
+The load generator prints JSON lines on stdout: for `events` first {"phase": "waiting"} once
+every instance is parked on its event (we read the server's memory then and answer with a
+line on stdin), and always one result line last. A run with no result line, a non-zero exit
+or a server that died is a failed run, described in the record's `errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.memory import cpu_seconds, rss_kb
+from bench.targets import ROOT, Server
+
+KILL_GRACE = 60.0  # seconds past the load generator's own timeout before we kill it
+
+
+def command(
+    driver: str,
+    loadgen: Path | None,
+    endpoints: dict[str, str],
+    workload: str,
+    count: int,
+    concurrency: int,
+    timeout: float,
+) -> list[str]:
+    run_id = f"{workload}-{uuid.uuid4().hex[:10]}"  # unique across repeats on one server
+    if driver == "go":
+        assert loadgen is not None
+        cmd = [str(loadgen), "--timeout", f"{timeout:.0f}s"]
+    else:
+        cmd = [sys.executable, "-m", "bench.pyloadgen", "--timeout", str(timeout)]
+    cmd += ["--endpoint", endpoints["main"], "--workload", workload, "--count", str(count)]
+    cmd += ["--concurrency", str(concurrency), "--run-id", run_id]
+    if "remote" in endpoints:
+        cmd += ["--remote", endpoints["remote"]]
+    return cmd
+
+
+def run_once(cmd: list[str], server: Server, timeout: float, log: Path) -> dict[str, Any]:
+    """Runs the load generator once; returns its result line plus exit code and memory readings."""
+    result: dict[str, Any] | None = None
+    waiting_memory = None
+    junk: list[str] = []
+    cpu_before = cpu_seconds(server.pid)
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True
+        )
+        killed = threading.Event()
+
+        def kill() -> None:
+            killed.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout + KILL_GRACE, kill)
+        timer.start()
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            for line in proc.stdout:
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    junk.append(line.rstrip()[:200])
+                    continue
+                if obj.get("phase") == "waiting":
+                    waiting_memory = rss_kb(server.pid)
+                    proc.stdin.write("\n")
+                    proc.stdin.flush()
+                elif "workload" in obj:
+                    result = obj
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    memory = rss_kb(server.pid)
+    cpu_after = cpu_seconds(server.pid)
+
+    problems = []
+    if killed.is_set():
+        problems.append(f"killed after {timeout + KILL_GRACE:.0f}s")
+    if not server.alive():
+        problems.append(
+            f"the server exited (code {server.proc.returncode if server.proc else '?'}); see {server.log}"
+        )
+    if result is None:
+        tail = log.read_text(errors="replace")[-1500:]
+        problems.append(f"no result line (exit {code}); stdout junk {junk[:3]}; stderr tail: {tail}")
+        result = {"workflows": None, "completed": 0, "failures": 1, "errors": []}
+    result["errors"] = list(result.get("errors") or []) + problems
+    if problems:
+        result["failures"] = max(int(result.get("failures") or 0), 1)
+    result["exit_code"] = code
+    result["memory_after"] = memory
+    if cpu_before is not None and cpu_after is not None:
+        result["server_cpu_s"] = cpu_after - cpu_before  # the server's CPU for this run, all threads
+    if waiting_memory is not None:
+        result["memory_waiting"] = waiting_memory
+    return result
