@@ -9,6 +9,7 @@ or a server that died is a failed run, described in the record's `errors`.
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import threading
@@ -50,6 +51,7 @@ def run_once(cmd: list[str], server: Server, timeout: float, log: Path) -> dict[
     waiting_memory = None
     junk: list[str] = []
     cpu_before = cpu_seconds(server.pid)
+    children_before = _children_cpu()
     with log.open("w") as err:
         proc = subprocess.Popen(
             cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True
@@ -84,6 +86,7 @@ def run_once(cmd: list[str], server: Server, timeout: float, log: Path) -> dict[
                 proc.wait()
     memory = rss_kb(server.pid)
     cpu_after = cpu_seconds(server.pid)
+    loadgen_cpu = _children_cpu() - children_before
 
     problems = []
     if killed.is_set():
@@ -103,6 +106,15 @@ def run_once(cmd: list[str], server: Server, timeout: float, log: Path) -> dict[
     result["memory_after"] = memory
     if cpu_before is not None and cpu_after is not None:
         result["server_cpu_s"] = cpu_after - cpu_before  # the server's CPU for this run, all threads
+    # The load generator's own CPU: the SDK's side (replaying histories, (de)serialising).
+    result["loadgen_cpu_s"] = loadgen_cpu
     if waiting_memory is not None:
         result["memory_waiting"] = waiting_memory
     return result
+
+
+def _children_cpu() -> float:
+    """CPU of the children reaped so far; the servers are reaped only when they stop, so the
+    difference across one run is that run's load generator."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

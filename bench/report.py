@@ -137,6 +137,15 @@ def _long_section(doc: dict[str, Any], targets: list[str]) -> list[str]:
     for i, bucket in enumerate(first):
         cells = " | ".join(_num(s[i]["mean_ms"]) if i < len(s) else "-" for s in series.values())
         lines.append(f"| {bucket['from_activity']}-{bucket['to_activity'] - 1} | {cells} |")
+    # The split of the cost over the whole run: a server whose CPU per activity stays flat while
+    # the turn time grows leaves the growth to the SDK (it replays the whole history every turn).
+    count = doc["sizes"]["long"]["count"]
+    for key, label in (("server_cpu_s", "server"), ("loadgen_cpu_s", "load generator")):
+        row = []
+        for t in series:
+            cpu = _median(doc["results"][t]["long"]["summary"], key)
+            row.append(_num(1000 * cpu / count) if cpu is not None else "-")
+        lines.append(f"| {label} CPU ms per activity (whole run) | {' | '.join(row)} |")
     return lines
 
 

@@ -39,7 +39,14 @@ def problems(run: dict[str, Any], expected_workflows: int | None = None) -> list
 def _figures(run: dict[str, Any]) -> dict[str, float]:
     """The numbers worth a median across runs, flattened."""
     out: dict[str, float] = {}
-    for key in ("workflows_per_s", "activities_per_s", "seconds", "start_seconds", "server_cpu_s"):
+    for key in (
+        "workflows_per_s",
+        "activities_per_s",
+        "seconds",
+        "start_seconds",
+        "server_cpu_s",
+        "loadgen_cpu_s",
+    ):
         if isinstance(run.get(key), int | float):
             out[key] = float(run[key])
     for group in ("latency_ms", "server_latency_ms"):

@@ -54,6 +54,7 @@ def assert_all_correct(doc: dict[str, Any], workloads: tuple[str, ...], driver: 
             assert run["memory_waiting"]["rss_kb"] > 0
         assert run["memory_after"]["peak_kb"] > 0
         assert run["server_cpu_s"] >= 0
+        assert run["loadgen_cpu_s"] >= 0
         assert entry["summary"]["workflows_per_s"]["runs"] == [run["workflows_per_s"]]
 
 
