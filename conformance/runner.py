@@ -77,27 +77,21 @@ class Sdk:
         return newest <= self.built.stat().st_mtime
 
 
+def _go_harness(name: str, folder: str, only: frozenset[str] | None = None) -> Sdk:
+    """A Go module under conformance/, built into .build/<folder>-harness."""
+    binary = BUILD / f"{folder}-harness"
+    build = [["go", "build", "-C", str(HERE / folder), "-o", str(binary), "."]]
+    return Sdk(name, [str(binary)], build, binary, HERE / folder, only=only)
+
+
 SDKS = {
     "python": Sdk("python", [sys.executable, str(HERE / "python" / "harness.py"), "--sdk", "dapr"], []),
     "python-legacy": Sdk(
         "python-legacy", [sys.executable, str(HERE / "python" / "harness.py"), "--sdk", "legacy"], []
     ),
-    "go": Sdk(
-        "go",
-        [str(BUILD / "go-harness")],
-        [["go", "build", "-C", str(HERE / "go"), "-o", str(BUILD / "go-harness"), "."]],
-        BUILD / "go-harness",
-        HERE / "go",
-    ),
+    "go": _go_harness("go", "go"),
     # The previous Go SDK generation (CompleteOrchestratorTask); it plays the ten core scenarios.
-    "go-v0.11": Sdk(
-        "go-v0.11",
-        [str(BUILD / "go-v0.11-harness")],
-        [["go", "build", "-C", str(HERE / "go-v0.11"), "-o", str(BUILD / "go-v0.11-harness"), "."]],
-        BUILD / "go-v0.11-harness",
-        HERE / "go-v0.11",
-        only=CORE_SCENARIOS,
-    ),
+    "go-v0.11": _go_harness("go-v0.11", "go-v0.11", only=CORE_SCENARIOS),
     "java": Sdk(
         "java",
         ["java", "-jar", str(HERE / "java" / "target" / "conformance-harness.jar")],
