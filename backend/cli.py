@@ -1,14 +1,37 @@
-"""Command line: `durabletask-sidecar serve` (also `python -m backend serve`)."""
+"""Command line: `durabletask-sidecar serve` (also `python -m backend serve`).
+
+Settings come from flags, over the TOML file of `--config`, over the defaults.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 
-from backend.config import DEFAULT_APP_ID, DEFAULT_PORT, AppListener, Config
-from backend.errors import SidecarError
+from backend import config_file
+from backend.config import DEFAULT_APP_ID, DEFAULT_PORT, AppListener, Config, Security
+from backend.errors import ConfigError, SidecarError
+from backend.security.secrets import Secret
+from backend.security.tls import TlsFiles
+
+API_TOKEN_ENV = "DAPR_API_TOKEN"  # what daprd reads, and what the Dapr SDKs send from
+
+
+def _where(value: str, what: str) -> tuple[str | None, int]:
+    """[HOST:]PORT."""
+    host, _, port = value.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} {value!r}: {port!r} is not a port number") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{what} {value!r}: port out of range")
+    return host.strip("[]") or None, number
 
 
 def _app(value: str) -> tuple[str, str | None, int]:
@@ -16,14 +39,15 @@ def _app(value: str) -> tuple[str, str | None, int]:
     name, sep, where = value.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"--app takes APP_ID=PORT or APP_ID=HOST:PORT, not {value!r}")
-    host, _, port = where.rpartition(":")
-    try:
-        number = int(port)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--app {value!r}: {port!r} is not a port number") from None
-    if not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"--app {value!r}: port out of range")
-    return name, host or None, number
+    host, port = _where(where, "--app")
+    return name, host, port
+
+
+def _app_path(value: str) -> tuple[str, str]:
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--app-token-file takes APP_ID=PATH, not {value!r}")
+    return name, path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,57 +56,147 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--config", metavar="PATH", help="TOML file; flags override it (README: Security)")
     serve.add_argument(
         "--app",
         action="append",
         type=_app,
         default=[],
         metavar="APP_ID=[HOST:]PORT",
-        help=f"serve an app ID on its own port (repeatable); default: {DEFAULT_APP_ID}={DEFAULT_PORT}",
+        help=f"serve an app ID on a port (repeatable; apps on one port share it and need tokens or mTLS); "
+        f"default: {DEFAULT_APP_ID}={DEFAULT_PORT}",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument(
+        "--host", help="address to listen on for --app entries without one (default 127.0.0.1)"
+    )
     serve.add_argument(
         "--store",
-        default="sqlite:///durabletask.db",
-        help="memory:, sqlite:///relative.db, sqlite:////absolute.db (default sqlite:///durabletask.db)",
+        help="memory:, sqlite:///relative.db, sqlite:////absolute.db, mongodb://... (default sqlite:///durabletask.db)",
     )
     serve.add_argument(
-        "--max-payload-bytes",
-        type=int,
-        default=4 * 1024 * 1024,
-        help="largest input/output/event payload (default 4 MiB)",
+        "--max-payload-bytes", type=int, help="largest input/output/event payload (default 4 MiB)"
     )
     serve.add_argument(
         "--lease-seconds",
         type=float,
-        default=60.0,
-        help="work-item lease; a dead server's work moves on after it",
+        help="work-item lease; a dead server's work moves on after it (default 60)",
     )
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    sec = serve.add_argument_group("security (README: Security)")
+    sec.add_argument(
+        "--api-token-file",
+        metavar="PATH",
+        help=f"server-wide API token (metadata dapr-api-token); default: ${API_TOKEN_ENV} if set",
+    )
+    sec.add_argument(
+        "--app-token-file",
+        action="append",
+        type=_app_path,
+        default=[],
+        metavar="APP_ID=PATH",
+        help="an app's own token: a caller presenting it acts as that app (repeatable)",
+    )
+    sec.add_argument("--tls-cert", metavar="PATH", help="server certificate (PEM; reloaded when it changes)")
+    sec.add_argument("--tls-key", metavar="PATH", help="server private key (PEM)")
+    sec.add_argument(
+        "--tls-client-ca",
+        metavar="PATH",
+        help="mTLS: CA of client certificates; the app ID is the SPIFFE ID's last segment",
+    )
+    sec.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback listener without any credential",
+    )
     return parser
 
 
-def config_from(args: argparse.Namespace) -> Config:
-    apps = [AppListener(app_id=name, host=host or args.host, port=port) for name, host, port in args.app] or [
-        AppListener(app_id=DEFAULT_APP_ID, host=args.host, port=DEFAULT_PORT)
-    ]
-    seen = set()
-    for app in apps:
-        if app.app_id in seen:
-            raise SystemExit(f"durabletask-sidecar: app ID {app.app_id!r} is given twice")
-        seen.add(app.app_id)
+def _api_token(
+    args: argparse.Namespace, file: config_file.FileSettings, env: Mapping[str, str]
+) -> Secret | None:
+    chosen = Secret.from_file(args.api_token_file) if args.api_token_file else file.api_token
+    from_env = Secret.from_env(API_TOKEN_ENV, dict(env))
+    if chosen is None:
+        return from_env
+    if from_env is not None and chosen.origin != from_env.origin:
+        raise ConfigError(f"{API_TOKEN_ENV} is set and a token is also given by {chosen.origin}; use one")
+    return chosen
+
+
+def config_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    file = config_file.load(args.config, env) if args.config else config_file.FileSettings()
+    values = file.values
+
+    def pick(flag: object, key: str, default: object) -> object:
+        return flag if flag is not None else values.get(key, default)
+
+    host = str(pick(args.host, "host", "127.0.0.1"))
+    where: dict[str, tuple[str, int]] = {}
+    for name, app in file.apps.items():
+        if app.listen is not None:
+            h, p = _where(app.listen, f"[apps.{name}] listen")
+            where[name] = (h or host, p)
+    flagged: set[str] = set()
+    for name, h, p in args.app:  # a flag overrides the file's address for that app
+        if name in flagged:
+            raise ConfigError(f"app ID {name!r} is given twice")
+        flagged.add(name)
+        where[name] = (h or host, p)
+    missing = sorted(set(file.apps) - set(where))
+    if missing:
+        raise ConfigError(
+            f'app(s) {missing} in --config have no listen address (listen = "HOST:PORT" or --app)'
+        )
+    apps = tuple(AppListener(app_id=n, host=h, port=p) for n, (h, p) in where.items()) or (
+        AppListener(app_id=DEFAULT_APP_ID, host=host, port=DEFAULT_PORT),
+    )
+
+    app_tokens = {n: a.token for n, a in file.apps.items() if a.token is not None}
+    for name, path in args.app_token_file:
+        app_tokens[name] = Secret.from_file(path)
+
+    tls_values = dict(file.tls)
+    for key, flag in (("cert", args.tls_cert), ("key", args.tls_key), ("client_ca", args.tls_client_ca)):
+        if flag is not None:
+            tls_values[key] = flag
+    tls = None
+    if tls_values:
+        if "cert" not in tls_values or "key" not in tls_values:
+            raise ConfigError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
+        tls = TlsFiles(
+            cert=Path(tls_values["cert"]),
+            key=Path(tls_values["key"]),
+            client_ca=Path(tls_values["client_ca"]) if "client_ca" in tls_values else None,
+            trust_domain=tls_values.get("trust_domain"),
+            namespace=tls_values.get("namespace"),
+        )
+
     return Config(
-        apps=tuple(apps),
-        store_url=args.store,
-        max_payload_bytes=args.max_payload_bytes,
-        lease_seconds=args.lease_seconds,
+        apps=apps,
+        store_url=str(pick(args.store, "store", "sqlite:///durabletask.db")),
+        security=Security(
+            api_token=_api_token(args, file, env),
+            app_tokens=app_tokens,
+            tls=tls,
+            policy=file.policy,
+            insecure=bool(pick(args.insecure, "insecure", False)),
+        ),
+        max_payload_bytes=int(pick(args.max_payload_bytes, "max_payload_bytes", 4 * 1024 * 1024)),  # type: ignore[call-overload]
+        lease_seconds=float(pick(args.lease_seconds, "lease_seconds", 60.0)),  # type: ignore[arg-type]
+        log_level=str(pick(args.log_level, "log_level", "info")),
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    try:
+        config = config_from(args)
+    except SidecarError as err:
+        raise SystemExit(f"durabletask-sidecar: {err}") from None
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=config.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
@@ -93,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     from backend.server import serve  # late: keeps `--help` fast
 
     try:
-        asyncio.run(serve(config_from(args)))
+        asyncio.run(serve(config))
     except SidecarError as err:
         raise SystemExit(f"durabletask-sidecar: {err}") from None
     except OSError as err:

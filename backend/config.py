@@ -1,8 +1,13 @@
-"""Server configuration: one frozen value built by the CLI (or by tests)."""
+"""Server configuration: one frozen value built by the CLI (flags over the TOML file) or by tests."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from backend.security.policy import Policy
+from backend.security.secrets import Secret
+from backend.security.tls import TlsFiles
 
 DEFAULT_APP_ID = "default"
 DEFAULT_PORT = 4001  # where every durabletask SDK looks by default
@@ -12,7 +17,16 @@ DEFAULT_PORT = 4001  # where every durabletask SDK looks by default
 class AppListener:
     app_id: str
     host: str
-    port: int
+    port: int  # several apps on one host:port share a listener; credentials tell them apart
+
+
+@dataclass(frozen=True, kw_only=True)
+class Security:
+    api_token: Secret | None = None  # server-wide (DAPR_API_TOKEN or --api-token-file)
+    app_tokens: Mapping[str, Secret] = field(default_factory=dict)  # app ID -> its own token
+    tls: TlsFiles | None = None
+    policy: Policy = field(default_factory=Policy)
+    insecure: bool = False  # accept a network listener without credentials
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,6 +35,8 @@ class Config:
         default_factory=lambda: (AppListener(app_id=DEFAULT_APP_ID, host="127.0.0.1", port=DEFAULT_PORT),)
     )
     store_url: str = "sqlite:///durabletask.db"
+    security: Security = field(default_factory=Security)
+    log_level: str = "info"
     max_payload_bytes: int = 4 * 1024 * 1024
     # Work-item leases: how long a crashed server's work stays invisible to others.
     lease_seconds: float = 60.0

@@ -9,7 +9,10 @@ each class to exactly one gRPC status code at the boundary.
     ├── FailedPrecondition     valid request, wrong state         -> FAILED_PRECONDITION
     ├── Unimplemented          a request form we do not support   -> UNIMPLEMENTED
     ├── Unavailable            store unreachable / shutting down  -> UNAVAILABLE
-    └── LeaseLost              a work item's lease moved on (internal; never reaches a client)
+    ├── Unauthenticated        no or wrong credentials            -> UNAUTHENTICATED
+    ├── PermissionDenied       credentials of an app not allowed  -> PERMISSION_DENIED
+    ├── LeaseLost              a work item's lease moved on (internal; never reaches a client)
+    └── ConfigError            the server's configuration is unusable (start-up only)
 """
 
 from __future__ import annotations
@@ -45,6 +48,18 @@ class Unimplemented(SidecarError):
 
 class Unavailable(SidecarError):
     pass
+
+
+class Unauthenticated(SidecarError):
+    pass
+
+
+class PermissionDenied(SidecarError):
+    pass
+
+
+class ConfigError(SidecarError):
+    """Raised while the configuration is read; the server refuses to start."""
 
 
 class LeaseLost(SidecarError):

@@ -1,4 +1,5 @@
-"""The server: one gRPC listener per app ID, all sharing one engine and store."""
+"""The server: gRPC listeners (one per app ID, or one shared by apps that prove who they are),
+all sharing one engine and store."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import grpc
 from backend._proto import orchestrator_service_pb2_grpc as sgrpc
 from backend.config import Config
 from backend.engine.engine import Engine
+from backend.security import listeners
+from backend.security.interceptor import IdentityInterceptor
+from backend.security.tls import ReloadingCredentials
 from backend.service.servicer import SidecarServicer
 from backend.store import open_store
 
@@ -36,6 +40,9 @@ def _grpc_options(config: Config) -> list[tuple[str, int]]:
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.listeners = listeners.plan(config.apps, config.security)  # refuses unsafe set-ups first
+        tls = config.security.tls
+        self.tls = ReloadingCredentials(tls) if tls is not None else None
         self.store = open_store(config.store_url)
         self.engine = Engine(store=self.store, config=config, app_ids=[a.app_id for a in config.apps])
         self._servers: list[grpc.aio.Server] = []
@@ -44,18 +51,32 @@ class Server:
     async def start(self) -> None:
         await self.store.open()
         await self.engine.start()
-        for app in self.config.apps:
-            server = grpc.aio.server(options=_grpc_options(self.config))
-            sgrpc.add_TaskHubSidecarServiceServicer_to_server(  # type: ignore[no-untyped-call]
-                SidecarServicer(app.app_id, self.engine), server
+        servicer = SidecarServicer(self.engine, self.config.security.policy)
+        for listener in self.listeners:
+            server = grpc.aio.server(
+                options=_grpc_options(self.config),
+                interceptors=[IdentityInterceptor(listener.auth, listener.address)],
             )
-            port = server.add_insecure_port(f"{app.host}:{app.port}")
+            sgrpc.add_TaskHubSidecarServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+            address = listener.address
+            if self.tls is not None:
+                port = server.add_secure_port(address, self.tls.credentials())
+            else:
+                port = server.add_insecure_port(address)
             if port == 0:
-                raise OSError(f"cannot listen on {app.host}:{app.port} for app '{app.app_id}'")
+                raise OSError(f"cannot listen on {address} for app(s) {', '.join(listener.apps)}")
             await server.start()
             self._servers.append(server)
-            self.ports[app.app_id] = port
-            log.info("ready: app=%s address=%s:%d", app.app_id, app.host, port)
+            for app in listener.apps:
+                self.ports[app] = port
+                log.info(
+                    "ready: app=%s address=%s:%d tls=%s auth=%s",
+                    app,
+                    listener.host,
+                    port,
+                    "on" if self.tls is not None else "off",
+                    listener.auth.mode,
+                )
 
     async def stop(self) -> None:
         self.engine.hub.close_all()  # ends GetWorkItems streams so workers reconnect elsewhere

@@ -29,6 +29,7 @@ from backend.domain.model import (
 from backend.domain.projection import initial_state, project, restart_state
 from backend.domain.state import RuntimeState
 from backend.errors import InvalidArgument
+from backend.security.policy import Policy
 
 _COMPLETION_STATUSES = frozenset(
     {
@@ -41,6 +42,18 @@ _COMPLETION_STATUSES = frozenset(
 )
 
 
+_OPEN = Policy()
+
+
+def _denied(source: str, target: str, what: str) -> opb.TaskFailureDetails:
+    """The failure a task gets when the policy forbids its cross-app call: final, never retried."""
+    return ev.failure(
+        "CrossAppCallDenied",
+        f"app '{source}' may not {what} on app '{target}' (authorization policy of the server)",
+        non_retriable=True,
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class TurnContext:
     key: InstanceKey
@@ -51,6 +64,8 @@ class TurnContext:
     # The stall in force before this turn (the turn's own WorkflowStarted clears
     # RuntimeState.stalled, so the applier cannot read it from the state).
     stalled_before: hpb.ExecutionStalledEvent | None = None
+    # Which apps this workflow's app may call (activities, children) and manage (events, terminate).
+    policy: Policy = _OPEN
 
 
 def child_instance_id(parent_id: str, action_id: int) -> str:
@@ -224,6 +239,18 @@ def apply(
             )
             scheduled.router.CopyFrom(route)
             history.append(scheduled)
+            if not ctx.policy.may_call(key.app_id, target_app):
+                failed = ev.event(
+                    now,
+                    taskFailed=hpb.TaskFailedEvent(
+                        taskScheduledId=action.id,
+                        failureDetails=_denied(key.app_id, target_app, f"run activity '{task.name}'"),
+                        taskExecutionId=task.taskExecutionId,
+                    ),
+                )
+                failed.router.CopyFrom(ev.router(target_app, key.app_id))
+                messages.append(Message(target=key, event=failed))
+                continue
             activities.append(activity_task(key, state.execution_id, scheduled))
         elif k == "createTimer":
             timer = action.createTimer
@@ -254,6 +281,19 @@ def apply(
             )
             created_ev.router.CopyFrom(route)
             history.append(created_ev)
+            if not ctx.policy.may_call(key.app_id, target_app):
+                refused = ev.event(
+                    now,
+                    childWorkflowInstanceFailed=hpb.ChildWorkflowInstanceFailedEvent(
+                        taskScheduledId=action.id,
+                        failureDetails=_denied(
+                            key.app_id, target_app, f"start child workflow '{child.name}'"
+                        ),
+                    ),
+                )
+                refused.router.CopyFrom(ev.router(target_app, key.app_id))
+                messages.append(Message(target=key, event=refused))
+                continue
             if child_key in busy_children:
                 failed = ev.event(
                     now,
@@ -300,7 +340,7 @@ def apply(
                     ),
                 )
             )
-            if detached_key in busy_children:
+            if detached_key in busy_children or not ctx.policy.may_call(key.app_id, target_app):
                 continue  # an unfinished instance with that ID exists: fire-and-forget, nothing to fail
             only_target = opb.TaskRouter(sourceAppID=target_app)
             if route.targetAppID:
@@ -336,11 +376,15 @@ def apply(
             )
             sent.router.CopyFrom(route)
             history.append(sent)
+            if not ctx.policy.may_manage(key.app_id, target_app, "raise"):
+                continue  # recorded as sent; the policy keeps it from the other app's instance
             raised = ev.event_raised(now, send.name, send.data if send.HasField("data") else None)
             raised.router.CopyFrom(route)
             messages.append(Message(target=InstanceKey(target_app, send.instance.instanceId), event=raised))
         elif k == "terminateWorkflow":
             term = action.terminateWorkflow
+            if not ctx.policy.may_manage(key.app_id, target_app, "terminate"):
+                continue
             terminated = ev.execution_terminated(
                 now, term.reason if term.HasField("reason") else None, recurse=term.recurse
             )

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from backend._proto import orchestrator_service_pb2 as spb
-from backend.errors import FailedPrecondition, NotFound
+from backend.errors import InvalidArgument, NotFound, PermissionDenied
 
 
 class StreamGone(Exception):
@@ -158,39 +158,37 @@ class StreamHub:
             self._signal(stream.app_id)
 
     def claim(self, app_id: str, kind: str, token: str, instance_id: str, task_id: int = -1) -> Pending:
-        """Find the pending item a completion answers. Empty tokens match by instance (and task)."""
-        if token:
-            pending = self._pending.get(token)
-            if pending is None:
-                raise NotFound(
-                    f"no {kind} work item is waiting for completion token '{token}'; it completed "
-                    "already, or was re-dispatched after its stream disconnected"
-                )
-        else:
-            pending = next(
-                (
-                    p
-                    for p in self._pending.values()
-                    if p.kind == kind
-                    and p.stream.app_id == app_id
-                    and p.instance_id == instance_id
-                    and (kind == "workflow" or p.task_id == task_id)
-                    and not p.response.done()
-                ),
-                None,
+        """The pending item a completion answers: found by its token only, and only for the app
+        it was dispatched to, so nobody completes work by guessing an instance ID."""
+        if not token:
+            raise InvalidArgument(
+                "completionToken is required: echo the completionToken of the work item being completed"
             )
-            if pending is None:
-                what = f"instance '{instance_id}'" + (f" task {task_id}" if kind == "activity" else "")
-                raise NotFound(f"no {kind} work item is in flight for {what} on app '{app_id}'")
-        if pending.kind != kind or pending.stream.app_id != app_id:
-            raise FailedPrecondition(
-                f"completion token '{token}' belongs to a different work item kind or app"
+        pending = self._pending.get(token)
+        if pending is None or pending.response.done():
+            raise NotFound(
+                f"no {kind} work item is waiting for that completion token; it completed "
+                "already, or was re-dispatched after its stream disconnected"
             )
-        if pending.instance_id != instance_id and instance_id:
-            raise FailedPrecondition(
-                f"completion token '{pending.token}' was issued for instance '{pending.instance_id}', "
-                f"not '{instance_id}'"
+        if pending.stream.app_id != app_id:
+            raise PermissionDenied(
+                f"that work item was dispatched to app '{pending.stream.app_id}'; app '{app_id}' cannot complete it"
             )
-        if pending.response.done():
-            raise NotFound(f"work item with completion token '{pending.token}' was already completed")
+        if pending.kind != kind:
+            raise InvalidArgument(
+                f"that completion token is for a {pending.kind} work item, not a {kind} one"
+            )
+        if instance_id and pending.instance_id != instance_id:
+            raise InvalidArgument(
+                f"the completion token was issued for instance '{_short(pending.instance_id)}', "
+                f"not '{_short(instance_id)}'"
+            )
+        if kind == "activity" and pending.task_id != task_id:
+            raise InvalidArgument(
+                f"the completion token was issued for task {pending.task_id}, not task {task_id}"
+            )
         return pending
+
+
+def _short(value: str, limit: int = 64) -> str:
+    return value if len(value) <= limit else value[:limit] + "..."

@@ -63,6 +63,7 @@ class WorkflowTurns:
                 consumed=turn.consumed,
                 max_payload_bytes=self._config.max_payload_bytes,
                 stalled_before=state.stalled,
+                policy=self._config.security.policy,
             )
             if turn.mode is Mode.WAIT:
                 await self._store.abandon_workflow(lease, retry_at=now + timedelta(seconds=1))

@@ -1,5 +1,9 @@
 """Client RPCs: start, query, wait, raise, terminate, suspend, resume, purge,
-list, history. Each decodes its request, calls engine.Instances, encodes."""
+list, history. Each decodes its request, calls engine.Instances, encodes.
+
+Every RPC acts as the caller's app (`caller()`); one carrying router.targetAppID acts
+on that app's instances only where the policy lets the caller manage them.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from backend.domain.model import InstanceKey
 from backend.domain.rerun import RerunRequest
 from backend.engine.instances import Instances, Predicate, finished, started
 from backend.engine.instances import new_id as new_id_
-from backend.errors import InvalidArgument
+from backend.errors import InvalidArgument, PermissionDenied
+from backend.security.interceptor import caller
+from backend.security.policy import Policy
 from backend.service.status import Ctx, grpc_errors
 from backend.store.base import InstanceFilter
 
@@ -23,16 +29,24 @@ _MAX_PAGE = 10_000
 
 
 class ClientRpcs:
-    def __init__(self, app_id: str, instances: Instances) -> None:
-        self._app = app_id
+    def __init__(self, instances: Instances, policy: Policy) -> None:
         self._instances = instances
+        self._policy = policy
 
-    def _key(self, instance_id: str, router: opb.TaskRouter | None) -> InstanceKey:
-        """Requests act on the listener's app unless they carry router.targetAppID."""
-        app = self._app
-        if router is not None and router.targetAppID:
-            app = validate.app_id(router.targetAppID)
-        return InstanceKey(app, validate.existing_instance_id(instance_id))
+    def _target(self, router: opb.TaskRouter | None, operation: str) -> str:
+        """The app a request acts on: the caller's own, or router.targetAppID if the policy allows."""
+        app = caller()
+        if router is None or not router.targetAppID or router.targetAppID == app:
+            return app
+        target = validate.app_id(router.targetAppID)
+        if not self._policy.may_manage(app, target, operation):
+            raise PermissionDenied(
+                f"app '{app}' may not {operation} instances of app '{target}' (authorization policy)"
+            )
+        return target
+
+    def _key(self, instance_id: str, router: opb.TaskRouter | None, operation: str) -> InstanceKey:
+        return InstanceKey(self._target(router, operation), validate.existing_instance_id(instance_id))
 
     @staticmethod
     def _router(request: object) -> opb.TaskRouter | None:
@@ -43,7 +57,7 @@ class ClientRpcs:
     ) -> spb.CreateInstanceResponse:
         async with grpc_errors(context, "StartInstance"):
             instance_id = validate.new_instance_id(request.instanceId) if request.instanceId else new_id_()
-            key = self._key(instance_id, self._router(request))
+            key = InstanceKey(self._target(self._router(request), "start"), instance_id)
             start_at = (
                 ev.from_ts(request.scheduledStartTimestamp)
                 if request.HasField("scheduledStartTimestamp")
@@ -52,7 +66,7 @@ class ClientRpcs:
             await self._instances.start(
                 key,
                 name=request.name,
-                source_app=self._app,
+                source_app=caller(),
                 input_=request.input if request.HasField("input") else None,
                 version=request.version if request.HasField("version") and request.version.value else None,
                 start_at=start_at if start_at and start_at > ev.utcnow() else None,
@@ -75,7 +89,7 @@ class ClientRpcs:
 
     async def GetInstance(self, request: spb.GetInstanceRequest, context: Ctx) -> spb.GetInstanceResponse:
         async with grpc_errors(context, "GetInstance"):
-            key = self._key(request.instanceId, self._router(request))
+            key = self._key(request.instanceId, self._router(request), "read")
             return self._view(await self._instances.get(key), request.getInputsAndOutputs)
         raise AssertionError("unreachable")
 
@@ -83,7 +97,7 @@ class ClientRpcs:
         self, request: spb.GetInstanceRequest, context: Ctx, rpc: str, until: Predicate
     ) -> spb.GetInstanceResponse:
         async with grpc_errors(context, rpc):
-            key = self._key(request.instanceId, self._router(request))
+            key = self._key(request.instanceId, self._router(request), "read")
             remaining = context.time_remaining()
             state = await self._instances.wait(key, until, timeout=remaining)
             if not until(state):
@@ -106,7 +120,7 @@ class ClientRpcs:
 
     async def RaiseEvent(self, request: spb.RaiseEventRequest, context: Ctx) -> spb.RaiseEventResponse:
         async with grpc_errors(context, "RaiseEvent"):
-            key = self._key(request.instanceId, self._router(request))
+            key = self._key(request.instanceId, self._router(request), "raise")
             await self._instances.raise_event(
                 key, request.name, request.input if request.HasField("input") else None
             )
@@ -115,7 +129,7 @@ class ClientRpcs:
 
     async def TerminateInstance(self, request: spb.TerminateRequest, context: Ctx) -> spb.TerminateResponse:
         async with grpc_errors(context, "TerminateInstance"):
-            key = self._key(request.instanceId, self._router(request))
+            key = self._key(request.instanceId, self._router(request), "terminate")
             await self._instances.terminate(
                 key, request.output if request.HasField("output") else None, recursive=request.recursive
             )
@@ -124,14 +138,14 @@ class ClientRpcs:
 
     async def SuspendInstance(self, request: spb.SuspendRequest, context: Ctx) -> spb.SuspendResponse:
         async with grpc_errors(context, "SuspendInstance"):
-            key = self._key(request.instanceId, self._router(request))
+            key = self._key(request.instanceId, self._router(request), "suspend")
             await self._instances.suspend(key, request.reason if request.HasField("reason") else None)
             return spb.SuspendResponse()
         raise AssertionError("unreachable")
 
     async def ResumeInstance(self, request: spb.ResumeRequest, context: Ctx) -> spb.ResumeResponse:
         async with grpc_errors(context, "ResumeInstance"):
-            key = self._key(request.instanceId, self._router(request))
+            key = self._key(request.instanceId, self._router(request), "resume")
             await self._instances.resume(key, request.reason if request.HasField("reason") else None)
             return spb.ResumeResponse()
         raise AssertionError("unreachable")
@@ -144,11 +158,11 @@ class ClientRpcs:
             force = request.force if request.HasField("force") else False
             which = request.WhichOneof("request")
             if which == "instanceId":
-                key = self._key(request.instanceId, router)
+                key = self._key(request.instanceId, router, "purge")
                 count = await self._instances.purge(key, recursive=request.recursive, force=force)
             elif which == "purgeInstanceFilter":
                 f = request.purgeInstanceFilter
-                app = router.targetAppID if router is not None and router.targetAppID else self._app
+                app = self._target(router, "purge")
                 where = InstanceFilter(
                     app_id=app,
                     created_from=ev.from_ts(f.createdTimeFrom) if f.HasField("createdTimeFrom") else None,
@@ -172,7 +186,7 @@ class ClientRpcs:
             )
             size = min(size, _MAX_PAGE)
             after = request.continuationToken if request.HasField("continuationToken") else None
-            ids, token = await self._instances.list_ids(self._app, after=after or None, page_size=size)
+            ids, token = await self._instances.list_ids(caller(), after=after or None, page_size=size)
             response = spb.ListInstanceIDsResponse(instanceIds=ids)
             if token is not None:
                 response.continuationToken = token
@@ -183,7 +197,7 @@ class ClientRpcs:
         self, request: spb.GetInstanceHistoryRequest, context: Ctx
     ) -> spb.GetInstanceHistoryResponse:
         async with grpc_errors(context, "GetInstanceHistory"):
-            key = self._key(request.instanceId, None)
+            key = self._key(request.instanceId, None, "read")
             return spb.GetInstanceHistoryResponse(events=await self._instances.history(key))
         raise AssertionError("unreachable")
 
@@ -194,7 +208,7 @@ class ClientRpcs:
             if not request.sourceInstanceID:
                 raise InvalidArgument("sourceInstanceID is required")
             router = self._router(request)
-            source = self._key(request.sourceInstanceID, router)
+            source = self._key(request.sourceInstanceID, router, "rerun")
             new_id = (
                 request.newInstanceID
                 if request.HasField("newInstanceID") and request.newInstanceID

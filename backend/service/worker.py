@@ -14,15 +14,14 @@ from google.protobuf import empty_pb2
 
 from backend._proto import orchestrator_service_pb2 as spb
 from backend.engine.streams import StreamHub
-from backend.errors import InvalidArgument
+from backend.security.interceptor import caller
 from backend.service.status import Ctx, grpc_errors
 
 _HEALTH_PING_SECONDS = 30.0
 
 
 class WorkerRpcs:
-    def __init__(self, app_id: str, hub: StreamHub) -> None:
-        self._app = app_id
+    def __init__(self, hub: StreamHub) -> None:
         self._hub = hub
 
     async def Hello(self, request: empty_pb2.Empty, context: Ctx) -> empty_pb2.Empty:
@@ -31,7 +30,8 @@ class WorkerRpcs:
     async def GetWorkItems(
         self, request: spb.GetWorkItemsRequest, context: Ctx
     ) -> AsyncIterator[spb.WorkItem]:
-        stream = self._hub.connect(self._app, list(request.capabilities))
+        # The stream receives work of the app its credentials proved, and no other.
+        stream = self._hub.connect(caller(), list(request.capabilities))
         try:
             while True:
                 try:
@@ -58,9 +58,7 @@ class WorkerRpcs:
         rpc: str,
     ) -> spb.CompleteTaskResponse:
         async with grpc_errors(context, rpc):
-            if not token and not instance_id:
-                raise InvalidArgument(f"{rpc} needs a completionToken or an instanceId")
-            pending = self._hub.claim(self._app, kind, token, instance_id, task_id)
+            pending = self._hub.claim(caller(), kind, token, instance_id, task_id)
             pending.response.set_result(response)
             await asyncio.shield(pending.outcome)
             return spb.CompleteTaskResponse()

@@ -144,9 +144,11 @@ async def test_completion_with_unknown_token_is_not_found(stub) -> None:  # type
     code, msg = await _status(
         stub.CompleteOrchestratorTask(spb.WorkflowResponse(instanceId="x", completionToken="no-such-token"))
     )
-    assert code == grpc.StatusCode.NOT_FOUND and "no-such-token" in msg
-    code, _ = await _status(stub.CompleteActivityTask(spb.ActivityResponse(instanceId="x", taskId=3)))
-    assert code == grpc.StatusCode.NOT_FOUND
+    # The token is a capability: the answer never repeats it.
+    assert code == grpc.StatusCode.NOT_FOUND and "completion token" in msg and "no-such-token" not in msg
+    # Without a token nothing is completed, whatever the instance and task say.
+    code, msg = await _status(stub.CompleteActivityTask(spb.ActivityResponse(instanceId="x", taskId=3)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "completionToken is required" in msg
 
 
 async def _start_and_take_turn(stub, worker: RawWorker, iid: str) -> spb.WorkItem:  # type: ignore[no-untyped-def]
@@ -251,7 +253,13 @@ async def test_activity_result_for_a_task_never_scheduled_is_not_found(stub) -> 
         activity = await worker.next()
         assert activity.activityRequest.name == "double" and activity.activityRequest.taskId == 0
         code, _ = await _status(stub.CompleteActivityTask(spb.ActivityResponse(instanceId="act", taskId=99)))
-        assert code == grpc.StatusCode.NOT_FOUND
+        assert code == grpc.StatusCode.INVALID_ARGUMENT  # no token: refused before any lookup
+        code, msg = await _status(
+            stub.CompleteActivityTask(
+                spb.ActivityResponse(completionToken=activity.completionToken, instanceId="act", taskId=99)
+            )
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "task 0, not task 99" in msg
         code, _ = await _status(
             stub.CompleteActivityTask(
                 spb.ActivityResponse(

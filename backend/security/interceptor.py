@@ -1,0 +1,108 @@
+"""The one place credentials are checked: a server interceptor around every RPC.
+
+It resolves the caller's app ID (security/identity.py) before the servicer runs and
+keeps it in a context variable for the length of the call; servicers read `caller()`.
+A refused call never reaches the servicer, so it cannot change stored state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
+
+import grpc
+
+from backend.errors import PermissionDenied, SidecarError, Unauthenticated
+from backend.security.identity import TOKEN_HEADER, ListenerAuth, Presented
+
+log = logging.getLogger("backend.security")
+
+_CALLER: ContextVar[str] = ContextVar("caller")
+_LOG_EVERY_SECONDS = 10.0
+
+
+def caller() -> str:
+    """The app ID the current RPC acts as (set by the interceptor)."""
+    return _CALLER.get()
+
+
+def _presented(details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext[Any, Any]) -> Presented:
+    token = None
+    for key, value in details.invocation_metadata or ():
+        if key == TOKEN_HEADER:
+            token = value.encode() if isinstance(value, str) else bytes(value)
+            break
+    auth = context.auth_context()
+    ids = auth.get("peer_spiffe_id") or [
+        v for v in auth.get("x509_subject_alternative_name", []) if v.startswith(b"spiffe://")
+    ]
+    return Presented(token=token, spiffe_ids=tuple(v.decode(errors="replace") for v in ids))
+
+
+class IdentityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, auth: ListenerAuth, address: str) -> None:
+        self._auth = auth
+        self._address = address
+        self._refused = 0
+        self._logged_at = 0.0
+
+    def _note_refusal(self, method: str, err: SidecarError) -> None:
+        """One log line per interval, however many calls are refused (never the token)."""
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._logged_at >= _LOG_EVERY_SECONDS:
+            log.warning("refused %d call(s) on %s; latest %s: %s", self._refused, self._address, method, err)
+            self._refused, self._logged_at = 0, now
+
+    async def _identify(
+        self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> str:
+        try:
+            return self._auth.identify(_presented(details, context))
+        except (Unauthenticated, PermissionDenied) as err:
+            self._note_refusal(details.method, err)
+            code = (
+                grpc.StatusCode.UNAUTHENTICATED
+                if isinstance(err, Unauthenticated)
+                else grpc.StatusCode.PERMISSION_DENIED
+            )
+            await context.abort(code, str(err))
+            raise AssertionError("unreachable") from None
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        details = handler_call_details
+        if handler.unary_unary is not None:
+            inner: Any = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                app = await self._identify(details, context)
+                reset = _CALLER.set(app)
+                try:
+                    return await inner(request, context)
+                finally:
+                    _CALLER.reset(reset)
+
+            return handler._replace(unary_unary=unary)
+        if handler.unary_stream is not None:
+            inner_stream: Any = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                # Each RPC runs in a task of its own: the value dies with it (no reset, which
+                # would fail if the generator were closed from another context).
+                _CALLER.set(await self._identify(details, context))
+                async for item in inner_stream(request, context):
+                    yield item
+
+            return handler._replace(unary_stream=stream)
+        # TaskHubSidecarService has no client- or bidi-streaming RPCs; refuse rather than pass unchecked.
+        raise RuntimeError(f"{details.method}: streaming requests are not served")
