@@ -24,7 +24,7 @@ class Secret:
     origin: str  # "file /path" or "environment DAPR_API_TOKEN": safe to log
     _value: bytes = field(repr=False, default=b"")
     _path: Path | None = field(repr=False, default=None)
-    _mtime: float = field(repr=False, default=0.0)
+    _stamp: tuple[int, int] = field(repr=False, default=(0, 0))
     _checked: float = field(repr=False, default=0.0)
 
     @classmethod
@@ -55,7 +55,7 @@ class Secret:
             raise ConfigError(f"cannot read token {self.origin}: {err.strerror}") from None
         if not value:
             raise ConfigError(f"token {self.origin} is empty")
-        self._value, self._mtime = value, stat.st_mtime
+        self._value, self._stamp = value, (stat.st_mtime_ns, stat.st_size)
 
     def _refresh(self) -> None:
         if self._path is None:
@@ -65,7 +65,8 @@ class Secret:
             return
         self._checked = now
         try:
-            if self._path.stat().st_mtime != self._mtime:
+            stat = self._path.stat()
+            if (stat.st_mtime_ns, stat.st_size) != self._stamp:
                 self._load()
         except (OSError, ConfigError):
             pass  # keep the last good token while a rotation is half-written or the file is gone
