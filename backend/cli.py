@@ -13,6 +13,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+# gRPC core logs each failed TLS handshake at INFO: one line per hostile connection. Set
+# before gRPC is first imported; GRPC_VERBOSITY given by the operator still wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 from backend import config_file
 from backend.config import DEFAULT_APP_ID, DEFAULT_PORT, AppListener, Config, Security
 from backend.errors import ConfigError, SidecarError
