@@ -18,7 +18,7 @@ from google.protobuf import wrappers_pb2
 from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
 from backend.domain import events as ev
-from backend.domain.applier import activity_task, child_instance_id, make_instance
+from backend.domain.creation import activity_task, child_instance_id, make_instance
 from backend.domain.model import ActivityTask, InstanceKey, Message, NewInstance, WorkflowCommit, is_terminal
 from backend.domain.projection import initial_state, project
 from backend.domain.state import RuntimeState

@@ -19,7 +19,7 @@ from backend._proto import orchestration_pb2 as opb
 from backend.config import Config
 from backend.domain import events as ev
 from backend.domain import validate
-from backend.domain.applier import new_instance
+from backend.domain.creation import new_instance
 from backend.domain.model import Gate, InstanceKey, Message, is_terminal, status_name
 from backend.domain.rerun import RerunRequest, fork
 from backend.engine.notify import Notifier
