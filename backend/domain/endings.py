@@ -14,6 +14,7 @@ from backend.domain.context import TurnContext
 from backend.domain.model import Gate, InboxItem, InstanceKey, Message, WorkflowCommit
 from backend.domain.projection import project, restart_state
 from backend.domain.state import RuntimeState
+from backend.domain.turn import turn_started
 
 
 def notify_parent(
@@ -144,8 +145,11 @@ def terminate(ctx: TurnContext, state: RuntimeState, batch: list[InboxItem]) -> 
 
 
 def record(ctx: TurnContext, state: RuntimeState, batch: list[InboxItem]) -> WorkflowCommit:
-    """Append events that need no worker (suspend, resume) or drop duplicates."""
+    """Append events that need no worker (suspend, resume) or drop duplicates. A start recorded
+    this way opens with a WorkflowStarted, as a worker turn would, so replays see its time."""
     history = [i.event for i in batch]
+    if history and history[0].HasField("executionStarted"):
+        history.insert(0, turn_started(state, ctx.now))
     for item in history:
         state.add(item)
     return WorkflowCommit(

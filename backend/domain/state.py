@@ -77,6 +77,11 @@ class RuntimeState:
             self.completed = ev.executionCompleted
         elif k == "executionSuspended":
             self.suspended = True
+            if self.length == 3 and self.start is not None:
+                # Suspended right after its start: the code may never have run (the server
+                # records a start suspended before its first turn), so the resume must reach
+                # a worker. After a first turn that made no actions this costs one empty turn.
+                self.buffered_while_suspended = True
         elif k == "executionResumed":
             self.suspended = False
             self.buffered_while_suspended = False

@@ -2,7 +2,8 @@
 
 DROP       nothing new (duplicates, or the instance already finished)
 TERMINATE  the server ends the workflow itself (works with no worker connected)
-RECORD     suspend/resume only: appended to history without a worker turn
+RECORD     suspend/resume only: appended to history without a worker turn (also a start
+           that is suspended before its first turn: the server records both)
 WORKER     a WorkflowRequest goes to a connected worker
 WAIT       events that cannot run yet (not started): left in the inbox
 """
@@ -66,13 +67,25 @@ def plan(state: RuntimeState, inbox: list[InboxItem]) -> TurnPlan:
         return TurnPlan(mode=Mode.DROP, batch=[], consumed=everything)
     if any(i.event.HasField("executionTerminated") for i in accepted):
         return TurnPlan(mode=Mode.TERMINATE, batch=accepted, consumed=everything)
-    if all(is_control(i.event) for i in accepted):
-        resumes = any(i.event.HasField("executionResumed") for i in accepted)
-        if not (resumes and state.buffered_while_suspended and state.start is not None):
-            return TurnPlan(mode=Mode.RECORD, batch=accepted, consumed=everything)
-    if state.start is None and not accepted[0].event.HasField("executionStarted"):
+    starting = accepted[0].event.HasField("executionStarted")
+    if state.start is None and not starting:
+        # Nothing may precede ExecutionStarted in a history (the SDKs replay it first).
         return TurnPlan(mode=Mode.WAIT, batch=[], consumed=[])
+    rest = [i.event for i in (accepted[1:] if starting else accepted)]
+    if rest and all(is_control(e) for e in rest):
+        if starting:
+            if _ends_suspended(rest):
+                # Suspended before its first turn: the server records the start and the
+                # suspension; the code runs on a worker once the workflow is resumed.
+                return TurnPlan(mode=Mode.RECORD, batch=accepted, consumed=everything)
+        elif not (any(e.HasField("executionResumed") for e in rest) and state.buffered_while_suspended):
+            return TurnPlan(mode=Mode.RECORD, batch=accepted, consumed=everything)
     return TurnPlan(mode=Mode.WORKER, batch=accepted, consumed=everything)
+
+
+def _ends_suspended(controls: list[hpb.HistoryEvent]) -> bool:
+    flags = [e.HasField("executionSuspended") for e in controls if not e.HasField("executionTerminated")]
+    return bool(flags) and flags[-1]
 
 
 def turn_started(state: RuntimeState, now: datetime) -> hpb.HistoryEvent:

@@ -25,6 +25,7 @@ from backend.service.status import Ctx, grpc_errors
 from backend.store.base import InstanceFilter
 
 _DEFAULT_PAGE = 100
+_DEADLINE_GRACE_SECONDS = 5.0
 _MAX_PAGE = 10_000
 
 
@@ -98,8 +99,12 @@ class ClientRpcs:
     ) -> spb.GetInstanceResponse:
         async with grpc_errors(context, rpc):
             key = self._key(request.instanceId, self._router(request), "read")
+            # The client's deadline ends the call (gRPC cancels this task then). Racing it with a
+            # DEADLINE_EXCEEDED of our own made "Abort already called" errors; we only answer
+            # ourselves if the cancellation never came.
             remaining = context.time_remaining()
-            state = await self._instances.wait(key, until, timeout=remaining)
+            guard = None if remaining is None else remaining + _DEADLINE_GRACE_SECONDS
+            state = await self._instances.wait(key, until, timeout=guard)
             if not until(state):
                 await context.abort(
                     grpc.StatusCode.DEADLINE_EXCEEDED,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,5 +47,7 @@ async def grpc_errors(context: Ctx, rpc: str) -> AsyncIterator[None]:
     except grpc.aio.AbortError:
         raise
     except Exception:
+        if context.done():  # the client went away (deadline, cancel) as we answered: nothing to report
+            raise asyncio.CancelledError() from None
         log.exception("%s failed", rpc)
         await context.abort(grpc.StatusCode.INTERNAL, f"{rpc} failed on the server; see its log")

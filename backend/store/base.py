@@ -130,8 +130,9 @@ class Store(abc.ABC):
     ) -> list[WorkflowLease]:
         """Lease up to `limit` unleased instances of the app that have eligible messages.
 
-        With control_only, only CONTROL messages count and are returned: the
-        server handles those without a worker (terminate, suspend, resume).
+        With control_only, only CONTROL messages count: the server handles those without
+        a worker (terminate, suspend, resume). They are returned with the eligible START
+        message, if any, so a control event is never recorded before the start.
         """
 
     @abc.abstractmethod

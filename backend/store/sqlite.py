@@ -295,6 +295,10 @@ class SqliteStore(Store):
     ) -> list[WorkflowLease]:
         params = {"app": app_id, "now": _t(now), "until": _t(until), "owner": owner, "limit": limit}
         eligible = _ELIGIBLE + (f" AND b.gate = {Gate.CONTROL.value}" if control_only else "")
+        # A control-only lease takes the start along, so control events never precede it.
+        taken = _ELIGIBLE + (
+            f" AND b.gate IN ({Gate.CONTROL.value}, {Gate.START.value})" if control_only else ""
+        )
 
         def lease(db: sqlite3.Connection) -> list[WorkflowLease]:
             ids = db.execute(
@@ -318,7 +322,7 @@ class SqliteStore(Store):
                 rows = db.execute(
                     f"""SELECT b.id, b.event FROM inbox b JOIN instances i
                         ON i.app_id = b.app_id AND i.instance_id = b.instance_id
-                        WHERE b.app_id = :app AND b.instance_id = :iid AND {eligible} ORDER BY b.id""",
+                        WHERE b.app_id = :app AND b.instance_id = :iid AND {taken} ORDER BY b.id""",
                     {**params, "iid": iid},
                 ).fetchall()
                 leases.append(

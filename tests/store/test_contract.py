@@ -315,7 +315,8 @@ async def test_lease_returns_only_eligible_messages(store: Store) -> None:
 
 
 async def test_lease_control_only(store: Store) -> None:
-    """control_only: only instances with CONTROL messages, and only those messages."""
+    """control_only: only instances with CONTROL messages, and only those messages (with the
+    START message of an instance not started yet, so nothing is recorded before it)."""
     both, events_only, pending = (
         InstanceKey(APP, "both"),
         InstanceKey(APP, "events"),
@@ -344,6 +345,15 @@ async def test_lease_control_only(store: Store) -> None:
     assert inbox_names(everything[both]) == ["e1", "e2"]
     assert inbox_names(everything[events_only]) == ["e3"]
     assert inbox_names(everything[pending]) == ["executionStarted"]
+    for lease in everything.values():
+        await store.abandon_workflow(lease, retry_at=None)
+    # A control message for the pending instance takes its start along.
+    await store.send(control(pending, "c2"))
+    (lease,) = await store.lease_workflows(
+        APP, owner="o1", now=at(4), until=at(30), limit=10, control_only=True
+    )
+    assert lease.key == pending
+    assert inbox_names(lease) == ["executionStarted", "executionSuspended"]
 
 
 async def test_events_kept_in_arrival_order(store: Store) -> None:

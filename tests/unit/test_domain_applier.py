@@ -959,6 +959,17 @@ def test_record_suspend_and_resume() -> None:
     assert commit.state.workflowStatus == opb.ORCHESTRATION_STATUS_RUNNING
 
 
+def test_record_of_a_start_suspended_before_its_first_turn() -> None:
+    """The start comes first, opened by a WorkflowStarted (the SDKs' clock on replay)."""
+    start = BASE[1]
+    assert start.HasField("executionStarted")
+    batch = [InboxItem(id=1, event=start), InboxItem(id=2, event=ev.execution_suspended(NOW, None))]
+    commit = applier.record(ctx_for([]), RuntimeState(), batch)
+    assert kinds(commit.new_history) == ["workflowStarted", "executionStarted", "executionSuspended"]
+    assert commit.state.workflowStatus == opb.ORCHESTRATION_STATUS_SUSPENDED
+    assert_no_side_effects(commit)
+
+
 def test_record_of_dropped_batch_writes_nothing() -> None:
     commit = applier.record(ctx_for(BASE), RuntimeState.of(BASE), [])
     assert commit.new_history == []

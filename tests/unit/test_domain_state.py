@@ -170,8 +170,15 @@ def test_fold_tracks_ids_length_and_turn_times() -> None:
     assert RuntimeState().execution_id == ""
 
 
+def test_suspended_right_after_its_start_needs_a_worker_on_resume() -> None:
+    """The server records a start that was suspended before its first turn: the code has
+    not run, so the resume must reach a worker."""
+    assert RuntimeState.of([*RUNNING_BASE, suspended()]).buffered_while_suspended
+    assert not RuntimeState.of([*RUNNING_BASE, task_scheduled(0), suspended()]).buffered_while_suspended
+
+
 def test_buffered_while_suspended() -> None:
-    state = RuntimeState.of([*RUNNING_BASE, suspended()])
+    state = RuntimeState.of([*RUNNING_BASE, task_scheduled(0), suspended()])
     assert not state.buffered_while_suspended
     state.add(turn(T0 + timedelta(seconds=1)))  # a turn opening is not a buffered event
     assert not state.buffered_while_suspended

@@ -170,6 +170,30 @@ def kinds(items: list[InboxItem]) -> list[str]:
         # WAIT: not started yet
         pytest.param(NOT_STARTED, [raised()], Mode.WAIT, [], id="wait-event-before-start"),
         pytest.param(NOT_STARTED, [raised(), suspend()], Mode.WAIT, [], id="wait-event-and-control"),
+        # Control events never precede ExecutionStarted (the Java SDK then completed the
+        # instance without running the user's code).
+        pytest.param(NOT_STARTED, [suspend()], Mode.WAIT, [], id="wait-suspend-before-start"),
+        pytest.param(
+            NOT_STARTED,
+            [suspend(), started()],
+            Mode.RECORD,
+            ["executionStarted", "executionSuspended"],
+            id="record-start-suspended-before-its-first-turn",
+        ),
+        pytest.param(
+            NOT_STARTED,
+            [suspend(), started(), resume()],
+            Mode.WORKER,
+            ["executionStarted", "executionSuspended", "executionResumed"],
+            id="worker-start-suspended-and-resumed",
+        ),
+        pytest.param(
+            [ev.workflow_started(T0), started(), suspend()],
+            [resume()],
+            Mode.WORKER,
+            ["executionResumed"],
+            id="worker-resume-of-a-start-recorded-suspended",
+        ),
     ],
 )
 def test_plan_modes(

@@ -74,8 +74,10 @@ def unleased(now: int) -> Doc:
 
 def gates_for(status: int, control_only: bool) -> list[int] | None:
     """The gates whose messages an instance with `status` may take (None: all)."""
-    if control_only or status == STALLED:
+    if status == STALLED:
         return [CONTROL]
+    if control_only:  # the start comes along, so suspend/terminate never precede it in history
+        return [START, CONTROL]
     if status in WAITING:
         return [START, CONTROL]
     return None

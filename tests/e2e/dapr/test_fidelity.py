@@ -1,0 +1,100 @@
+"""Bugs that upstream SDK code exposed: each with the real Python SDK, failing on the old server."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from dapr.ext.workflow import WorkflowStatus
+
+from tests.e2e.dapr.support import (
+    Counter,
+    assert_completed,
+    history_types,
+    running_runtime,
+    uid,
+    wait_status,
+    workflow_client,
+)
+from tests.e2e.harness import Server
+
+pytestmark = pytest.mark.timeout(120)
+
+RUNS = Counter()
+
+
+def note(ctx, x):
+    RUNS.incr("note")
+    return f"noted {x}"
+
+
+def pipeline(ctx, x):
+    RUNS.incr("pipeline-body")  # counted on every replay too; only > 0 matters
+    first = yield ctx.call_activity("note", input=x)
+    return {"first": first, "input": x}
+
+
+def test_suspend_before_any_worker_then_resume_runs_the_code_once() -> None:
+    """No worker yet: start, suspend. The history starts with the start, the status is
+    SUSPENDED, and once resumed the workflow's code runs and returns the right output."""
+    with Server(["main"]) as server, workflow_client(server.port()) as client:
+        iid = uid("early")
+        client.schedule_new_workflow(pipeline, input=7, instance_id=iid)
+        client.pause_workflow(iid)
+        state = wait_status(client, iid, WorkflowStatus.SUSPENDED, timeout=15)
+        assert state.runtime_status == WorkflowStatus.SUSPENDED
+        kinds = history_types(client.get_workflow_history(iid))
+        assert "EXECUTION_STARTED" in kinds and "EXECUTION_SUSPENDED" in kinds
+        assert kinds.index("EXECUTION_STARTED") < kinds.index("EXECUTION_SUSPENDED")
+        before = RUNS.get("note")
+        with running_runtime(server.port(), workflows=[pipeline], activities=[note]):
+            # Suspended: a worker is there but the code's first task must not run.
+            assert not _ran_within(lambda: RUNS.get("note") > before, 2.0)
+            client.resume_workflow(iid)
+            result = assert_completed(client, iid)
+        assert result == {"first": "noted 7", "input": 7}
+        assert RUNS.get("note") == before + 1
+
+
+def _ran_within(condition, seconds: float) -> bool:  # type: ignore[no-untyped-def]
+    done = threading.Event()
+    deadline = threading.Timer(seconds, done.set)
+    deadline.start()
+    try:
+        while not done.is_set():
+            if condition():
+                return True
+            done.wait(0.05)
+        return False
+    finally:
+        deadline.cancel()
+
+
+def test_client_deadlines_on_waits_log_no_errors() -> None:
+    """A client giving up on WaitForInstance* is normal: no ERROR and no traceback."""
+    with Server(["main"]) as server, workflow_client(server.port()) as client:
+        iid = uid("waiting")
+        client.schedule_new_workflow(pipeline, input=1, instance_id=iid)  # no worker: never finishes
+        errors: list[BaseException] = []
+
+        def wait(n: int) -> None:
+            # Short, staggered deadlines: the server's own wait ends as the client's does.
+            seconds = 0.3 + (n % 6) * 0.05
+            try:
+                if n % 2:
+                    client.wait_for_workflow_completion(iid, timeout_in_seconds=seconds)  # type: ignore[arg-type]
+                else:
+                    client.wait_for_workflow_start(iid, timeout_in_seconds=seconds)  # type: ignore[arg-type]
+            except TimeoutError:
+                pass
+            except BaseException as err:  # anything but the client's own timeout is a failure
+                errors.append(err)
+
+        threads = [threading.Thread(target=wait, args=(n,)) for n in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors
+        log = server.log_text
+        assert " ERROR " not in log and "Traceback" not in log, log[-3000:]
