@@ -78,9 +78,9 @@ def continue_as_new(
     start_event = ev.event(now, executionStarted=started)
     if state.start_router is not None:
         start_event.router.CopyFrom(state.start_router)
-    messages = [Message(target=key, event=start_event, gate=Gate.START)]
+    messages = [Message(target=key, event=start_event, gate=Gate.START, front=True)]
     for carried in done.carryoverEvents:
-        messages.append(Message(target=key, event=carried))
+        messages.append(Message(target=key, event=carried, front=True))
     return WorkflowCommit(
         key=key,
         consumed=ctx.consumed,

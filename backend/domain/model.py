@@ -44,6 +44,9 @@ class Message:
     event: hpb.HistoryEvent
     gate: Gate = Gate.EVENT
     visible_at: datetime | None = None  # a durable timer or a scheduled start
+    # Ahead of the target's pending messages, in the given order: continue-as-new's new start
+    # and carried events come before events raised while the continuing turn ran.
+    front: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

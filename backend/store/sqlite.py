@@ -156,8 +156,35 @@ class SqliteStore(Store):
 
     # -- helpers (run on the store thread) -----------------------------------
 
+    @classmethod
+    def _insert_messages(cls, db: sqlite3.Connection, messages: list[Message]) -> None:
+        # Front messages take ids below every other (the inbox is read in id order); the
+        # last of them is placed first so that they keep their given order.
+        for m in reversed([m for m in messages if m.front]):
+            cls._insert_message(db, m, only_if_exists=True)
+        for m in messages:
+            if not m.front:
+                cls._insert_message(db, m, only_if_exists=True)
+
     @staticmethod
     def _insert_message(db: sqlite3.Connection, m: Message, *, only_if_exists: bool) -> bool:
+        if m.front:
+            (lowest,) = db.execute("SELECT COALESCE(MIN(id), 1) FROM inbox").fetchone()
+            sql = f"INSERT INTO inbox (id, app_id, instance_id, gate, visible_at, event) SELECT {int(lowest) - 1}, "
+            cur = db.execute(
+                sql + "?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM instances WHERE app_id=? AND instance_id=?)"
+                if only_if_exists
+                else sql + "?, ?, ?, ?, ?",
+                (
+                    m.target.app_id,
+                    m.target.instance_id,
+                    int(m.gate),
+                    _t(m.visible_at),
+                    m.event.SerializeToString(),
+                    *((m.target.app_id, m.target.instance_id) if only_if_exists else ()),
+                ),
+            )
+            return cur.rowcount > 0
         sql = "INSERT INTO inbox (app_id, instance_id, gate, visible_at, event) "
         args = (
             m.target.app_id,
@@ -365,8 +392,7 @@ class SqliteStore(Store):
             db.execute("DELETE FROM activities WHERE parent_app=? AND parent_id=?", key)
         for new in commit.new_instances:
             self._create(db, new, replace_terminal=True)
-        for m in commit.messages:
-            self._insert_message(db, m, only_if_exists=True)
+        self._insert_messages(db, commit.messages)
         db.executemany(
             "INSERT INTO activities (app_id, parent_app, parent_id, request, router) VALUES (?, ?, ?, ?, ?)",
             [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -638,6 +639,37 @@ async def test_cancel_pending(store: Store) -> None:
     assert inbox_names(lease) == ["visible", "carried"]
     other = await lease_one(store, bystander, now=at(200))
     assert inbox_names(other) == ["bystander-timer"]
+
+
+async def test_front_messages_go_ahead_of_pending_ones_in_their_order(store: Store) -> None:
+    """Continue-as-new: the new start and carried events come before events that arrived
+    while the continuing turn ran (they were raised after the carried ones)."""
+    await started(store)
+    await store.send(msg(KEY, "continue-now"))
+    lease = await lease_one(store, now=at(1))
+    await store.send(msg(KEY, "raised-during-turn-1"))
+    await store.send(msg(KEY, "raised-during-turn-2"))
+    front = [dataclasses.replace(msg(KEY, f"carried-{n}"), front=True) for n in range(3)]
+    await store.commit_workflow(
+        lease, commit_for(lease, reset_history=True, messages=[msg(KEY, "own-message"), *front]), now=at(1)
+    )
+    lease = await lease_one(store, now=at(2))
+    assert inbox_names(lease) == [
+        "carried-0",
+        "carried-1",
+        "carried-2",
+        "raised-during-turn-1",
+        "raised-during-turn-2",
+        "own-message",
+    ]
+    # A second generation's front messages go ahead again.
+    await store.send(msg(KEY, "late"))
+    await store.commit_workflow(
+        lease,
+        commit_for(lease, reset_history=True, messages=[dataclasses.replace(msg(KEY, "again"), front=True)]),
+        now=at(2),
+    )
+    assert inbox_names(await lease_one(store, now=at(3))) == ["again", "late"]
 
 
 # -- activities -------------------------------------------------------------------------------------

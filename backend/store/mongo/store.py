@@ -15,7 +15,8 @@ Collections (one document per item; nothing grows without bound):
 * instances   one per instance, unique (app_id, instance_id): status (the gate
               column), created_at, state (WorkflowState bytes), history_len, the
               lease (lease_owner, lease_token, lease_until), `generation` (+1 on
-              every claim and commit) and `inbox_seq`, the next inbox position.
+              every claim and commit) and `inbox_seq`, the next inbox position
+              (`inbox_front` counts down from 0 for messages sent ahead of the queue).
 * history     one per event, unique (app_id, instance_id, seq).
 * inbox       one per message: gate, visible_at, event bytes and `seq`, taken from
               the instance's inbox_seq, so an inbox keeps its insertion order

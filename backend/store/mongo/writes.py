@@ -33,12 +33,15 @@ class Writes:
             by_target.setdefault(m.target, []).append(m)
         docs: list[Doc] = []
         for target, batch in by_target.items():
+            front = [m for m in batch if m.front]
+            back = [m for m in batch if not m.front]
             # Allocating the positions is the existence check, and a write to the
-            # instance: a concurrent purge or replace conflicts with it.
+            # instance: a concurrent purge or replace conflicts with it. Front messages
+            # count down from 0 (inbox_front), below every position counted up.
             before = await self._instances.find_one_and_update(
                 key_filter(target),
-                {"$inc": {"inbox_seq": len(batch)}},
-                projection={"inbox_seq": 1, "_id": 0},
+                {"$inc": {"inbox_seq": len(back), "inbox_front": -len(front)}},
+                projection={"inbox_seq": 1, "inbox_front": 1, "_id": 0},
                 return_document=ReturnDocument.BEFORE,
                 session=s,
             )
@@ -47,17 +50,21 @@ class Writes:
                     continue
                 raise AssertionError(f"{target} was just created but is missing")
             first = int(before.get("inbox_seq", 0))
+            first_front = int(before.get("inbox_front", 0)) - len(front)
+            placed = [(first_front + n, m) for n, m in enumerate(front)] + [
+                (first + n, m) for n, m in enumerate(back)
+            ]
             docs.extend(
                 {
                     "_id": ObjectId(),
                     "app_id": target.app_id,
                     "instance_id": target.instance_id,
-                    "seq": first + n,
+                    "seq": seq,
                     "gate": int(m.gate),
                     "visible_at": micros(m.visible_at),
                     "event": m.event.SerializeToString(),
                 }
-                for n, m in enumerate(batch)
+                for seq, m in placed
             )
         if docs:
             await self._inbox.insert_many(docs, ordered=True, session=s)

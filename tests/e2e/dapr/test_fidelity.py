@@ -70,6 +70,31 @@ def _ran_within(condition, seconds: float) -> bool:  # type: ignore[no-untyped-d
         deadline.cancel()
 
 
+def one_event_per_generation(ctx, seen):
+    """Takes one event per generation; the others received meanwhile are carried over."""
+    value = yield ctx.wait_for_external_event("e")
+    seen = [*seen, value]
+    if len(seen) == 12:
+        return seen
+    ctx.continue_as_new(seen, save_events=True)
+
+
+@pytest.mark.parametrize("rounds", range(3))
+def test_continue_as_new_keeps_events_in_raise_order(rounds: int) -> None:
+    """Events raised while a continuing turn runs come after the carried-over ones."""
+    with (
+        Server(["main"]) as server,
+        workflow_client(server.port()) as client,
+        running_runtime(server.port(), workflows=[one_event_per_generation]),
+    ):
+        iid = uid("order")
+        client.schedule_new_workflow(one_event_per_generation, input=[], instance_id=iid)
+        client.wait_for_workflow_start(iid, timeout_in_seconds=30)
+        for n in range(1, 13):  # the SDK sends no data for a falsy 0
+            client.raise_workflow_event(iid, "e", data=n)
+        assert assert_completed(client, iid) == list(range(1, 13))
+
+
 def test_client_deadlines_on_waits_log_no_errors() -> None:
     """A client giving up on WaitForInstance* is normal: no ERROR and no traceback."""
     with Server(["main"]) as server, workflow_client(server.port()) as client:
