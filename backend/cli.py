@@ -18,7 +18,7 @@ from pathlib import Path
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from backend import config_file
-from backend.config import DEFAULT_APP_ID, DEFAULT_PORT, AppListener, Config, Security
+from backend.config import DEFAULT_APP_ID, DEFAULT_PORTS, AppListener, Config, Security
 from backend.errors import ConfigError, SidecarError
 from backend.security.secrets import Secret
 from backend.security.tls import TlsFiles
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="APP_ID=[HOST:]PORT",
         help=f"serve an app ID on a port (repeatable; apps on one port share it and need tokens or mTLS); "
-        f"default: {DEFAULT_APP_ID}={DEFAULT_PORT}",
+        f"default: {DEFAULT_APP_ID} on {' and '.join(map(str, DEFAULT_PORTS))}",
     )
     serve.add_argument(
         "--host", help="address to listen on for --app entries without one (default 127.0.0.1)"
@@ -137,25 +137,27 @@ def config_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) 
         return flag if flag is not None else values.get(key, default)
 
     host = str(pick(args.host, "host", "127.0.0.1"))
-    where: dict[str, tuple[str, int]] = {}
+    # An app may listen on several addresses; --app flags for an app replace the file's.
+    where: dict[str, list[tuple[str, int]]] = {}
     for name, app in file.apps.items():
         if app.listen is not None:
             h, p = _where(app.listen, f"[apps.{name}] listen")
-            where[name] = (h or host, p)
-    flagged: set[str] = set()
-    for name, h, p in args.app:  # a flag overrides the file's address for that app
-        if name in flagged:
-            raise ConfigError(f"app ID {name!r} is given twice")
-        flagged.add(name)
-        where[name] = (h or host, p)
+            where[name] = [(h or host, p)]
+    flagged: dict[str, list[tuple[str, int]]] = {}
+    for name, h, p in args.app:
+        address = (h or host, p)
+        if address in flagged.get(name, []):
+            raise ConfigError(f"app ID {name!r} is given twice for {address[0]}:{address[1]}")
+        flagged.setdefault(name, []).append(address)
+    where.update(flagged)
     missing = sorted(set(file.apps) - set(where))
     if missing:
         raise ConfigError(
             f'app(s) {missing} in --config have no listen address (listen = "HOST:PORT" or --app)'
         )
-    apps = tuple(AppListener(app_id=n, host=h, port=p) for n, (h, p) in where.items()) or (
-        AppListener(app_id=DEFAULT_APP_ID, host=host, port=DEFAULT_PORT),
-    )
+    apps = tuple(
+        AppListener(app_id=n, host=h, port=p) for n, places in where.items() for h, p in places
+    ) or tuple(AppListener(app_id=DEFAULT_APP_ID, host=host, port=port) for port in DEFAULT_PORTS)
 
     app_tokens = {n: a.token for n, a in file.apps.items() if a.token is not None}
     for name, path in args.app_token_file:

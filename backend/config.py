@@ -10,7 +10,9 @@ from backend.security.secrets import Secret
 from backend.security.tls import TlsFiles
 
 DEFAULT_APP_ID = "default"
-DEFAULT_PORT = 4001  # where every durabletask SDK looks by default
+# Where SDKs look with no address configured: the durabletask SDKs at 4001, the Dapr-level
+# SDKs (dapr.ext.workflow, the Dapr Go and Java SDKs) at daprd's gRPC port 50001.
+DEFAULT_PORTS = (4001, 50001)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,7 +34,9 @@ class Security:
 @dataclass(frozen=True, kw_only=True)
 class Config:
     apps: tuple[AppListener, ...] = field(
-        default_factory=lambda: (AppListener(app_id=DEFAULT_APP_ID, host="127.0.0.1", port=DEFAULT_PORT),)
+        default_factory=lambda: tuple(
+            AppListener(app_id=DEFAULT_APP_ID, host="127.0.0.1", port=port) for port in DEFAULT_PORTS
+        )
     )
     store_url: str = "sqlite:///durabletask.db"
     security: Security = field(default_factory=Security)

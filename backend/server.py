@@ -68,7 +68,7 @@ class Server:
             await server.start()
             self._servers.append(server)
             for app in listener.apps:
-                self.ports[app] = port
+                self.ports.setdefault(app, port)  # an app on several listeners: its first
                 log.info(
                     "ready: app=%s address=%s:%d tls=%s auth=%s",
                     app,

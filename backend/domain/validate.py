@@ -8,15 +8,17 @@ from google.protobuf import wrappers_pb2
 
 from backend.errors import InvalidArgument, PayloadTooLarge
 
-# What the Dapr docs allow for user-chosen workflow instance IDs.
-_NEW_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# What daprd 1.18 accepts for client-chosen instance IDs ('.', ':', spaces, any letters;
+# not '/'), bounded in length; control characters (NUL included) never.
 MAX_ID_LENGTH = 1024
+_BAD_ID_CHAR = re.compile(r"[/\x00-\x1f\x7f]")
 
 
 def new_instance_id(instance_id: str) -> str:
-    if not _NEW_ID.fullmatch(instance_id):
+    if not instance_id or len(instance_id) > MAX_ID_LENGTH or _BAD_ID_CHAR.search(instance_id):
         raise InvalidArgument(
-            f"invalid instance ID {instance_id[:80]!r}: use 1-256 letters, digits, '_' or '-'"
+            f"invalid instance ID {instance_id[:80]!r}: use 1-{MAX_ID_LENGTH} characters, "
+            "without '/' or control characters"
         )
     return instance_id
 

@@ -158,12 +158,11 @@ class StreamHub:
             self._signal(stream.app_id)
 
     def claim(self, app_id: str, kind: str, token: str, instance_id: str, task_id: int = -1) -> Pending:
-        """The pending item a completion answers: found by its token only, and only for the app
-        it was dispatched to, so nobody completes work by guessing an instance ID."""
+        """The pending item a completion answers, only ever among the work dispatched to the
+        caller's own app. By its token; SDKs that never echo it (durabletask-go before v0.14,
+        so go-sdk v1.15) are matched by instance (and task) within that app."""
         if not token:
-            raise InvalidArgument(
-                "completionToken is required: echo the completionToken of the work item being completed"
-            )
+            return self._claim_untokened(app_id, kind, instance_id, task_id)
         pending = self._pending.get(token)
         if pending is None or pending.response.done():
             raise NotFound(
@@ -187,6 +186,26 @@ class StreamHub:
             raise InvalidArgument(
                 f"the completion token was issued for task {pending.task_id}, not task {task_id}"
             )
+        return pending
+
+    def _claim_untokened(self, app_id: str, kind: str, instance_id: str, task_id: int) -> Pending:
+        if not instance_id:
+            raise InvalidArgument("a completion needs the work item's completionToken or its instanceId")
+        pending = next(
+            (
+                p
+                for p in self._pending.values()
+                if p.kind == kind
+                and p.stream.app_id == app_id
+                and p.instance_id == instance_id
+                and (kind == "workflow" or p.task_id == task_id)
+                and not p.response.done()
+            ),
+            None,
+        )
+        if pending is None:
+            what = f"instance '{_short(instance_id)}'" + (f" task {task_id}" if kind == "activity" else "")
+            raise NotFound(f"no {kind} work item is in flight for {what} on app '{app_id}'")
         return pending
 
 

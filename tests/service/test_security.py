@@ -292,9 +292,9 @@ async def test_forged_completions_are_refused_and_the_history_is_unchanged() -> 
             item = await worker.next()
             before = await digest(srv)
             forged = spb.WorkflowResponse(instanceId="o1", actions=[_done(0, '"forged"')])
-            # By instance ID alone (the old fallback), from any app: refused.
-            code, message = await _code(orders.CompleteOrchestratorTask(forged))
-            assert code == grpc.StatusCode.INVALID_ARGUMENT and "completionToken" in message
+            # By instance ID alone, from another app: that app has no such work in flight.
+            code, message = await _code(forger.CompleteOrchestratorTask(forged))
+            assert code == grpc.StatusCode.NOT_FOUND and "'payments'" in message
             # Another app holding the token it observed: refused.
             forged.completionToken = item.completionToken
             code, message = await _code(forger.CompleteOrchestratorTask(forged))
@@ -320,6 +320,38 @@ async def test_forged_completions_are_refused_and_the_history_is_unchanged() -> 
             code, message = await _code(orders.CompleteActivityTask(mistaken))
             assert code == grpc.StatusCode.INVALID_ARGUMENT and "task" in message
             await _answer_activity(orders, act, '"ok"')
+            turn = await worker.next()
+            assert turn.workflowRequest.newEvents[1].taskCompleted.result.value == '"ok"'
+        finally:
+            await worker.close()
+
+
+async def test_an_sdk_that_never_echoes_the_token_completes_its_own_apps_work() -> None:
+    """durabletask-go before v0.14 (go-sdk v1.15) sends no completionToken: such completions are
+    matched by instance and task, among the work dispatched to the caller's own app only."""
+    async with running(token_config()) as srv:
+        orders = _stub(srv, "orders", TOKENS["orders"])
+        worker = RawWorker(orders)
+        try:
+            await orders.StartInstance(spb.CreateInstanceRequest(instanceId="o1", name="order"))
+            await worker.next()
+            await orders.CompleteOrchestratorTask(
+                spb.WorkflowResponse(instanceId="o1", actions=[_schedule(0, "charge")])
+            )
+            act = await worker.next()
+            code, _ = await _code(
+                _stub(srv, "payments", TOKENS["payments"]).CompleteActivityTask(
+                    spb.ActivityResponse(instanceId="o1", taskId=act.activityRequest.taskId)
+                )
+            )
+            assert code == grpc.StatusCode.NOT_FOUND  # not payments' work
+            await orders.CompleteActivityTask(
+                spb.ActivityResponse(
+                    instanceId="o1",
+                    taskId=act.activityRequest.taskId,
+                    result=wrappers_pb2.StringValue(value='"ok"'),
+                )
+            )
             turn = await worker.next()
             assert turn.workflowRequest.newEvents[1].taskCompleted.result.value == '"ok"'
         finally:

@@ -95,6 +95,60 @@ def test_continue_as_new_keeps_events_in_raise_order(rounds: int) -> None:
         assert assert_completed(client, iid) == list(range(1, 13))
 
 
+def hello(ctx, name):
+    return f"hello {name}"
+
+
+def greet(ctx, name):
+    out = yield ctx.call_activity("hello", input=name)
+    return out
+
+
+def test_with_no_flags_and_no_environment_both_kinds_of_sdk_connect(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`serve` with no --app listens where the Dapr-level SDKs look (daprd's 50001) and where
+    the durabletask SDKs look (4001)."""
+    import os
+    import subprocess
+    import sys
+
+    from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
+    from dapr.ext.workflow._durabletask import client as dt_client
+
+    from tests.e2e.harness import REPO_ROOT, wait_until
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAPR_")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "backend", "serve"], cwd=tmp_path, env=env, stdout=out, stderr=out
+        )
+    try:
+        wait_until(
+            lambda: log.read_text().count("ready: app=default") == 2, timeout=30, message="ready lines"
+        )
+        assert "127.0.0.1:4001" in log.read_text() and "127.0.0.1:50001" in log.read_text()
+        rt = WorkflowRuntime()  # no host, no port, no DAPR_* environment
+        rt.register_workflow(greet, name="greet")
+        rt.register_activity(hello, name="hello")
+        rt.start()
+        try:
+            client = DaprWorkflowClient()
+            iid = client.schedule_new_workflow("greet", input="dapr")
+            state = client.wait_for_workflow_completion(iid, timeout_in_seconds=30)
+            assert state is not None and state.serialized_output == '"hello dapr"'
+            # The durabletask-level client finds the same app at 4001.
+            plain = dt_client.TaskHubGrpcClient()
+            seen = plain.get_orchestration_state(iid)
+            assert seen is not None and seen.serialized_output == '"hello dapr"'
+        finally:
+            rt.shutdown()
+        assert (tmp_path / "durabletask.db").exists()  # the embedded default store
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def test_client_deadlines_on_waits_log_no_errors() -> None:
     """A client giving up on WaitForInstance* is normal: no ERROR and no traceback."""
     with Server(["main"]) as server, workflow_client(server.port()) as client:
