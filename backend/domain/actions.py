@@ -13,6 +13,7 @@ from backend._proto import orchestration_pb2 as opb
 from backend._proto import orchestrator_actions_pb2 as apb
 from backend._proto import orchestrator_service_pb2 as spb
 from backend.domain import events as ev
+from backend.domain import propagation
 from backend.domain.context import TurnContext
 from backend.domain.creation import activity_task, child_instance_id, make_instance
 from backend.domain.endings import continue_as_new, notify_parent
@@ -48,6 +49,30 @@ class Applying:
     @property
     def key(self) -> InstanceKey:
         return self.ctx.key
+
+    def share(self, scope: int) -> hpb.PropagatedHistory | None:
+        """The history this workflow hands on in `scope`: its events so far, this turn's included."""
+        if scope == propagation.NONE:
+            return None
+        start = self.state.start
+        return propagation.assemble(
+            self.key, start.name if start else "", [*self.ctx.past, *self.history], scope, self.ctx.received
+        )
+
+    def too_large(self, shared: hpb.PropagatedHistory | None) -> opb.TaskFailureDetails | None:
+        """Propagated history is bounded like any payload: past the limit the task fails."""
+        if shared is None:
+            return None
+        size = shared.ByteSize()
+        if size <= self.ctx.max_payload_bytes:
+            return None
+        return ev.failure(
+            "PropagatedHistoryTooLarge",
+            f"the history to propagate is {size} bytes; the server accepts at most "
+            f"{self.ctx.max_payload_bytes} (--max-payload-bytes): propagate less (OWN_HISTORY instead of "
+            "LINEAGE) or continue as new to shorten the history",
+            non_retriable=True,
+        )
 
 
 def target_app_of(key: InstanceKey, action: apb.WorkflowAction) -> str:
@@ -134,6 +159,7 @@ def _refuse(a: Applying, target_app: str, event: hpb.HistoryEvent) -> None:
 def schedule_task(a: Applying, action: apb.WorkflowAction, route: opb.TaskRouter) -> None:
     task = action.scheduleTask
     target_app = route.targetAppID or a.key.app_id
+    scope = propagation.scope_of(task)
     scheduled = ev.event(
         a.ctx.now,
         event_id=action.id,
@@ -144,16 +170,22 @@ def schedule_task(a: Applying, action: apb.WorkflowAction, route: opb.TaskRouter
             taskExecutionId=task.taskExecutionId,
         ),
     )
+    if scope != propagation.NONE:
+        scheduled.taskScheduled.historyPropagationScope = scope  # type: ignore[assignment]
     scheduled.router.CopyFrom(route)
     a.history.append(scheduled)
+    details = None
     if not a.ctx.policy.may_call(a.key.app_id, target_app):
         details = _denied(a.key.app_id, target_app, f"run activity '{task.name}'")
+    shared = None if details else a.share(scope)
+    details = details or a.too_large(shared)
+    if details is not None:
         failed = hpb.TaskFailedEvent(
             taskScheduledId=action.id, failureDetails=details, taskExecutionId=task.taskExecutionId
         )
         _refuse(a, target_app, ev.event(a.ctx.now, taskFailed=failed))
         return
-    a.activities.append(activity_task(a.key, a.state.execution_id, scheduled))
+    a.activities.append(activity_task(a.key, a.state.execution_id, scheduled, shared))
 
 
 def create_timer(a: Applying, action: apb.WorkflowAction, route: opb.TaskRouter) -> None:
@@ -173,6 +205,7 @@ def create_timer(a: Applying, action: apb.WorkflowAction, route: opb.TaskRouter)
 def create_child_workflow(a: Applying, action: apb.WorkflowAction, route: opb.TaskRouter) -> None:
     child, key, now = action.createChildWorkflow, a.key, a.ctx.now
     target_app = route.targetAppID or key.app_id
+    scope = propagation.scope_of(child)
     child_key = InstanceKey(target_app, child.instanceId or child_instance_id(key.instance_id, action.id))
     created = ev.event(
         now,
@@ -184,10 +217,16 @@ def create_child_workflow(a: Applying, action: apb.WorkflowAction, route: opb.Ta
             input=child.input if child.HasField("input") else None,
         ),
     )
+    if scope != propagation.NONE:
+        created.childWorkflowInstanceCreated.historyPropagationScope = scope  # type: ignore[assignment]
     created.router.CopyFrom(route)
     a.history.append(created)
+    details = None
     if not a.ctx.policy.may_call(key.app_id, target_app):
         details = _denied(key.app_id, target_app, f"start child workflow '{child.name}'")
+    shared = None if details else a.share(scope)
+    details = details or a.too_large(shared)
+    if details is not None:
         failed = hpb.ChildWorkflowInstanceFailedEvent(taskScheduledId=action.id, failureDetails=details)
         _refuse(a, target_app, ev.event(now, childWorkflowInstanceFailed=failed))
         return
@@ -219,6 +258,7 @@ def create_child_workflow(a: Applying, action: apb.WorkflowAction, route: opb.Ta
             parent=parent,
             route=route,
             now=now,
+            propagated=shared,
         )
     )
 
@@ -287,7 +327,11 @@ def complete_workflow(a: Applying, action: apb.WorkflowAction, route: opb.TaskRo
     done = action.completeWorkflow
     a.completed = True  # only the first completion counts; nothing after it runs
     if done.workflowStatus == opb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW:
-        a.restart = continue_as_new(a.ctx, a.state, a.history, done)
+        # The next generation receives what this one received, in its scope, with this
+        # generation's own events as the newest chunk.
+        received = a.ctx.received
+        handed = a.share(received.scope) if received is not None else None
+        a.restart = continue_as_new(a.ctx, a.state, a.history, done, propagated=handed)
         return
     completed = ev.execution_completed(
         a.ctx.now,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,3 +26,7 @@ class TurnContext:
     stalled_before: hpb.ExecutionStalledEvent | None = None
     # Which apps this workflow's app may call (activities, children) and manage (events, terminate).
     policy: Policy = _OPEN
+    # The committed history before this turn, and what the workflow's parent shared with it:
+    # what history propagation hands on.
+    past: Sequence[hpb.HistoryEvent] = ()
+    received: hpb.PropagatedHistory | None = None

@@ -23,7 +23,12 @@ def child_instance_id(parent_id: str, action_id: int) -> str:
     return f"{parent_id}:{action_id:04x}"
 
 
-def activity_task(key: InstanceKey, execution_id: str, scheduled: hpb.HistoryEvent) -> ActivityTask:
+def activity_task(
+    key: InstanceKey,
+    execution_id: str,
+    scheduled: hpb.HistoryEvent,
+    propagated: hpb.PropagatedHistory | None = None,
+) -> ActivityTask:
     """The activity a TaskScheduled event asks for, on the app its router targets."""
     task = scheduled.taskScheduled
     request = spb.ActivityRequest(
@@ -35,6 +40,8 @@ def activity_task(key: InstanceKey, execution_id: str, scheduled: hpb.HistoryEve
     )
     if task.HasField("version"):
         request.version.CopyFrom(task.version)
+    if propagated is not None:
+        request.propagatedHistory.CopyFrom(propagated)
     route = scheduled.router if scheduled.HasField("router") else ev.router(key.app_id)
     return ActivityTask(app_id=route.targetAppID or key.app_id, parent=key, request=request, router=route)
 
@@ -50,6 +57,7 @@ def make_instance(
     now: datetime,
     start_at: datetime | None = None,
     tags: dict[str, str] | None = None,
+    propagated: hpb.PropagatedHistory | None = None,
 ) -> NewInstance:
     started = hpb.ExecutionStartedEvent(
         name=name,
@@ -70,6 +78,7 @@ def make_instance(
         state=initial_state(key, started, created_at=now),
         start=Message(target=key, event=start_event, gate=Gate.START, visible_at=start_at),
         created_at=now,
+        propagated=propagated,
     )
 
 

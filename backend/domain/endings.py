@@ -60,6 +60,8 @@ def continue_as_new(
     state: RuntimeState,
     history: list[hpb.HistoryEvent],
     done: apb.CompleteWorkflowAction,
+    *,
+    propagated: hpb.PropagatedHistory | None = None,
 ) -> WorkflowCommit:
     """Discard this generation; the next turn starts the new one with the carried events."""
     assert state.start is not None
@@ -91,6 +93,7 @@ def continue_as_new(
         ),
         messages=messages,
         cancel_pending=True,
+        propagated=propagated,
     )
 
 

@@ -74,6 +74,8 @@ class NewInstance:
     state: opb.WorkflowState
     start: Message | None
     created_at: datetime
+    # History its parent shared with it (Dapr history propagation); sent with each of its turns.
+    propagated: hpb.PropagatedHistory | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +92,8 @@ class WorkflowCommit:
     activities: list[ActivityTask] = field(default_factory=list)
     # The execution ended or restarted: drop its queued activities and timers.
     cancel_pending: bool = False
+    # With reset_history: the propagated history the new generation receives (None: none).
+    propagated: hpb.PropagatedHistory | None = None
 
 
 TERMINAL_STATUSES = frozenset(

@@ -64,6 +64,8 @@ class WorkflowTurns:
                 max_payload_bytes=self._config.max_payload_bytes,
                 stalled_before=state.stalled,
                 policy=self._config.security.policy,
+                past=history,
+                received=lease.propagated,
             )
             if turn.mode is Mode.WAIT:
                 await self._store.abandon_workflow(lease, retry_at=now + timedelta(seconds=1))
@@ -151,6 +153,8 @@ class WorkflowTurns:
         if cached > len(history):
             cached = 0
         request = workflow_request(key.instance_id, state.execution_id, history, new_events, cached=cached)
+        if lease.propagated is not None:
+            request.propagatedHistory.CopyFrom(lease.propagated)
         log.debug(
             "dispatch workflow instance=%s app=%s past=%d new=%d cached=%s",
             key.instance_id,

@@ -42,6 +42,7 @@ class WorkflowLease:
     state: opb.WorkflowState
     history_len: int
     inbox: list[InboxItem]
+    propagated: hpb.PropagatedHistory | None = None  # what the instance's parent shared with it
 
 
 @dataclass(frozen=True, kw_only=True)

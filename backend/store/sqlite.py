@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS instances (
     lease_owner TEXT,
     lease_token TEXT,
     lease_until REAL,
+    propagated BLOB,
     PRIMARY KEY (app_id, instance_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS instances_created ON instances (app_id, created_at);
@@ -95,6 +96,17 @@ _ELIGIBLE = f"""b.visible_at <= :now AND (b.gate = {Gate.CONTROL.value}
     OR i.status NOT IN ({", ".join(str(int(s)) for s in _WAITING)}))"""
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Columns added after a file may have been created."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(instances)")}
+    if "propagated" not in columns:
+        db.execute("ALTER TABLE instances ADD COLUMN propagated BLOB")
+
+
+def _blob(message: hpb.PropagatedHistory | None) -> bytes | None:
+    return None if message is None else message.SerializeToString()
+
+
 def _t(moment: datetime | None) -> float:
     return 0.0 if moment is None else moment.timestamp()
 
@@ -129,6 +141,7 @@ class SqliteStore(Store):
             db.execute("PRAGMA locking_mode=EXCLUSIVE")
             db.execute("PRAGMA foreign_keys=OFF")
             db.executescript(_SCHEMA)
+            _migrate(db)
             # Sole owner of the file: leases of a previous process died with it.
             db.execute("UPDATE instances SET lease_owner=NULL, lease_token=NULL, lease_until=NULL")
             db.execute("UPDATE activities SET lease_owner=NULL, lease_token=NULL, lease_until=NULL")
@@ -221,13 +234,15 @@ class SqliteStore(Store):
                 return False
             self._delete_instance(db, new.key)
         db.execute(
-            "INSERT INTO instances (app_id, instance_id, status, created_at, state) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO instances (app_id, instance_id, status, created_at, state, propagated) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             (
                 new.key.app_id,
                 new.key.instance_id,
                 new.state.workflowStatus,
                 _t(new.created_at),
                 new.state.SerializeToString(),
+                _blob(new.propagated),
             ),
         )
         if new.start is not None:
@@ -343,8 +358,9 @@ class SqliteStore(Store):
                     "WHERE app_id=? AND instance_id=?",
                     (owner, token, _t(until), app_id, iid),
                 )
-                state, history_len = db.execute(
-                    "SELECT state, history_len FROM instances WHERE app_id=? AND instance_id=?", (app_id, iid)
+                state, history_len, propagated = db.execute(
+                    "SELECT state, history_len, propagated FROM instances WHERE app_id=? AND instance_id=?",
+                    (app_id, iid),
                 ).fetchone()
                 rows = db.execute(
                     f"""SELECT b.id, b.event FROM inbox b JOIN instances i
@@ -359,6 +375,7 @@ class SqliteStore(Store):
                         state=opb.WorkflowState.FromString(state),
                         history_len=history_len,
                         inbox=[InboxItem(id=r[0], event=hpb.HistoryEvent.FromString(r[1])) for r in rows],
+                        propagated=hpb.PropagatedHistory.FromString(propagated) if propagated else None,
                     )
                 )
             return leases
@@ -380,6 +397,10 @@ class SqliteStore(Store):
         key = (commit.key.app_id, commit.key.instance_id)
         if commit.reset_history:
             db.execute("DELETE FROM history WHERE app_id=? AND instance_id=?", key)
+            db.execute(
+                "UPDATE instances SET propagated=? WHERE app_id=? AND instance_id=?",
+                (_blob(commit.propagated), *key),
+            )
             length = 0
         db.executemany(
             "INSERT INTO history (app_id, instance_id, seq, event) VALUES (?, ?, ?, ?)",

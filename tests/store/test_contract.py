@@ -672,6 +672,43 @@ async def test_front_messages_go_ahead_of_pending_ones_in_their_order(store: Sto
     assert inbox_names(await lease_one(store, now=at(3))) == ["again", "late"]
 
 
+def _shared(app: str, name: str) -> hpb.PropagatedHistory:
+    chunk = hpb.PropagatedHistoryChunk(
+        rawEvents=[raised(name).SerializeToString()], appId=app, instanceId=f"{app}-1", workflowName=name
+    )
+    return hpb.PropagatedHistory(scope=opb.HISTORY_PROPAGATION_SCOPE_LINEAGE, chunks=[chunk])
+
+
+async def test_propagated_history_lives_with_its_instance(store: Store) -> None:
+    """What a parent shared comes with every lease; continue-as-new replaces it."""
+    received = _shared("parent-app", "parent")
+    await store.create_instance(dataclasses.replace(new(), propagated=received), replace_terminal=False)
+    lease = await lease_one(store, now=at(1))
+    assert lease.propagated == received
+    await store.commit_workflow(lease, commit_for(lease), now=at(1))
+    await store.send(msg(KEY, "again"))
+    lease = await lease_one(store, now=at(2))
+    assert lease.propagated == received  # every turn, not only the first
+    handed = _shared(APP, "next-generation")
+    await store.commit_workflow(
+        lease,
+        commit_for(lease, reset_history=True, propagated=handed, messages=[msg(KEY, "restart")]),
+        now=at(2),
+    )
+    lease = await lease_one(store, now=at(3))
+    assert lease.propagated == handed
+    await store.commit_workflow(
+        lease, commit_for(lease, reset_history=True, messages=[msg(KEY, "root-again")]), now=at(3)
+    )
+    lease = await lease_one(store, now=at(4))
+    assert lease.propagated is None
+    # A child created by a commit gets what the commit gave it.
+    child = InstanceKey(APP, "child")
+    child_new = dataclasses.replace(new(child), propagated=received)
+    await store.commit_workflow(lease, commit_for(lease, new_instances=[child_new]), now=at(4))
+    assert (await lease_one(store, child, now=at(5))).propagated == received
+
+
 # -- activities -------------------------------------------------------------------------------------
 
 

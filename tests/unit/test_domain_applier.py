@@ -134,7 +134,9 @@ class Turn:
         self.new_events = [turn_started(self.state, NOW), *(inbox or [])]
         for e in self.new_events:
             self.state.add(e)
-        self.ctx = dataclasses.replace(ctx_for(history, limit=limit), stalled_before=stalled_before)
+        self.ctx = dataclasses.replace(
+            ctx_for(history, limit=limit), stalled_before=stalled_before, past=history
+        )
 
     def apply(
         self, resp: spb.WorkflowResponse, *, busy: frozenset[InstanceKey] = frozenset()

@@ -16,7 +16,8 @@ Collections (one document per item; nothing grows without bound):
               column), created_at, state (WorkflowState bytes), history_len, the
               lease (lease_owner, lease_token, lease_until), `generation` (+1 on
               every claim and commit) and `inbox_seq`, the next inbox position
-              (`inbox_front` counts down from 0 for messages sent ahead of the queue).
+              (`inbox_front` counts down from 0 for messages sent ahead of the queue),
+              and `propagated`, the history its parent shared with it (or null).
 * history     one per event, unique (app_id, instance_id, seq).
 * inbox       one per message: gate, visible_at, event bytes and `seq`, taken from
               the instance's inbox_seq, so an inbox keeps its insertion order
@@ -381,7 +382,7 @@ class MongoStore(Store):
                     "$set": {"lease_owner": owner, "lease_token": token, "lease_until": until},
                     "$inc": {"generation": 1},
                 },
-                projection={"_id": 0, "status": 1, "state": 1, "history_len": 1},
+                projection={"_id": 0, "status": 1, "state": 1, "history_len": 1, "propagated": 1},
                 return_document=ReturnDocument.AFTER,
                 session=s,
                 # A transaction left open by a killed server locks the document until
@@ -415,6 +416,7 @@ class MongoStore(Store):
             state=opb.WorkflowState.FromString(doc["state"]),
             history_len=int(doc["history_len"]),
             inbox=inbox,
+            propagated=hpb.PropagatedHistory.FromString(doc["propagated"]) if doc.get("propagated") else None,
         )
 
     async def commit_workflow(self, lease: WorkflowLease, commit: WorkflowCommit, *, now: datetime) -> None:

@@ -101,6 +101,7 @@ class Writes:
                 "lease_until": None,
                 "generation": generation,
                 "inbox_seq": 0,
+                "propagated": None if new.propagated is None else new.propagated.SerializeToString(),
             },
             session=s,
         )
@@ -126,7 +127,16 @@ class Writes:
                     "lease_owner": None,
                     "lease_token": None,
                     "lease_until": None,
-                    **({"history_len": added} if commit.reset_history else {}),
+                    **(
+                        {
+                            "history_len": added,
+                            "propagated": None
+                            if commit.propagated is None
+                            else commit.propagated.SerializeToString(),
+                        }
+                        if commit.reset_history
+                        else {}
+                    ),
                 },
                 "$inc": {"generation": 1, **({} if commit.reset_history else {"history_len": added})},
             },
