@@ -149,6 +149,22 @@ def test_with_no_flags_and_no_environment_both_kinds_of_sdk_connect(tmp_path) ->
         proc.wait(30)
 
 
+@pytest.mark.parametrize(
+    "instance_id", ["order.2026-12-01", "tenant:42", "with space", "ümlaut-東京", "x" * 300]
+)
+def test_instance_ids_daprd_accepts_run_here(instance_id: str) -> None:
+    """IDs users pick on daprd ('.', ':', spaces, any letters, 300 characters) work here too."""
+    with (
+        Server(["main"]) as server,
+        workflow_client(server.port()) as client,
+        running_runtime(server.port(), workflows=[greet], activities=[hello]),
+    ):
+        assert client.schedule_new_workflow(greet, input="ids", instance_id=instance_id) == instance_id
+        assert assert_completed(client, instance_id) == "hello ids"
+        client.purge_workflow(instance_id)
+        assert client.get_workflow_state(instance_id) is None
+
+
 def test_client_deadlines_on_waits_log_no_errors() -> None:
     """A client giving up on WaitForInstance* is normal: no ERROR and no traceback."""
     with Server(["main"]) as server, workflow_client(server.port()) as client:
