@@ -56,6 +56,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--endpoint", help="bench a running sidecar: main=H:P[,remote=H:P]")
     p.add_argument("--endpoint-pid", type=int, help="its pid, for memory readings")
+    p.add_argument("--tls-ca", type=Path, help="--endpoint is TLS: trust this CA (PEM)")
+    p.add_argument("--api-token-file", type=Path, help="--endpoint: a server-wide token, sent by every app")
+    p.add_argument(
+        "--app-token-file",
+        action="append",
+        default=[],
+        metavar="APP=PATH",
+        help="--endpoint: app APP's token",
+    )
     p.add_argument("--mongodb-url", help="an existing replica set for ours-mongo (default: start one)")
     p.add_argument("--ceiling-seconds", type=float, help="MongoDB ceiling duration (default 10 full, 2 else)")
     args = p.parse_args(argv)
@@ -64,6 +73,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if args.endpoint:
             args.endpoints = targets.parse_endpoints(args.endpoint)
             args.targets = ["endpoint"]
+            args.client_args = targets.security_args(
+                list(args.endpoints), args.tls_ca, args.api_token_file, args.app_token_file
+            )
+        elif args.tls_ca or args.api_token_file or args.app_token_file:
+            raise ValueError("--tls-ca and the token files are for --endpoint")
         else:
             args.targets = _list(args.targets or ",".join(ALL_TARGETS), ALL_TARGETS, "--targets")
         sizes = dict(SCALES[args.scale])
@@ -132,7 +146,7 @@ class Bench:
         if name == "reference":
             binary = build.build_reference()
             return targets.Reference(binary, _reference_version())
-        return targets.Endpoint(self.args.endpoints, self.args.endpoint_pid)
+        return targets.Endpoint(self.args.endpoints, self.args.endpoint_pid, self.args.client_args)
 
     def measure_ceiling(self, url: str) -> None:
         seconds = self.args.ceiling_seconds or (10.0 if self.args.scale == "full" else 2.0)
@@ -163,6 +177,7 @@ class Bench:
                     size.count,
                     size.concurrency,
                     size.timeout,
+                    server.client_args,
                 )
                 run_log = self.work / f"{target.name}-{workload}-{i}.log"
                 run = drive.run_once(cmd, server, size.timeout, run_log)

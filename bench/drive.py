@@ -31,6 +31,7 @@ def command(
     count: int,
     concurrency: int,
     timeout: float,
+    extra: list[str],  # the server's client_args: TLS and token files
 ) -> list[str]:
     run_id = f"{workload}-{uuid.uuid4().hex[:10]}"  # unique across repeats on one server
     if driver == "go":
@@ -42,7 +43,7 @@ def command(
     cmd += ["--concurrency", str(concurrency), "--run-id", run_id]
     if "remote" in endpoints:
         cmd += ["--remote", endpoints["remote"]]
-    return cmd
+    return cmd + extra
 
 
 def run_once(cmd: list[str], server: Server, timeout: float, log: Path) -> dict[str, Any]:

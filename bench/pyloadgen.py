@@ -1,6 +1,7 @@
 """The load generator on the Dapr Python SDK (dapr.ext.workflow), same CLI and output as the Go one.
 
     python -m bench.pyloadgen --endpoint H:P [--remote H:P] --workload chain --count 100 --concurrency 50
+    python -m bench.pyloadgen ... --tls-ca CA.pem --app-token main=PATH --app-token remote=PATH
 
 A worker for app `main` (and for `multiapp` one for app `remote`, which alone hosts
 `remote_add_one`) and a client, in this process; client calls run on a thread pool of
@@ -20,13 +21,16 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import dapr.ext.workflow as wf
 import grpc
+from dapr.conf import settings
 from dapr.ext.workflow.logger import LoggerOptions
 
 from bench.stats import percentiles, turn_buckets
@@ -104,14 +108,37 @@ def bench_long(ctx: wf.DaprWorkflowContext, n: int) -> Generator[Any, Any, int]:
     return n
 
 
-def _split(endpoint: str) -> tuple[str, str]:
+def _split(endpoint: str, tls: bool) -> tuple[str, str]:
+    """host and port for dapr's constructors, which join them into a Dapr gRPC endpoint URI:
+    `?tls=true` is that URI's TLS switch (the CA comes from GRPC_DEFAULT_SSL_ROOTS_FILE_PATH)."""
     host, _, port = endpoint.rpartition(":")
-    return host or "127.0.0.1", port
+    return host or "127.0.0.1", f"{port}?tls=true" if tls else port
 
 
-def _runtime(endpoint: str, workflows: list[Callable[..., Any]], activities: list[Callable[..., Any]]) -> Any:
-    host, port = _split(endpoint)
-    rt = wf.WorkflowRuntime(host=host, port=port, logger_options=LoggerOptions(log_level="WARNING"))
+@contextmanager
+def _token(token: str | None) -> Iterator[None]:
+    """dapr's WorkflowRuntime and DaprWorkflowClient read DAPR_API_TOKEN from dapr's settings
+    in their constructors; a value set on the settings object wins over the environment, so
+    it is set for one construction (main and remote may have different tokens)."""
+    if token is None:
+        yield
+        return
+    settings.DAPR_API_TOKEN = token
+    try:
+        yield
+    finally:
+        del settings.DAPR_API_TOKEN
+
+
+def _runtime(
+    args: argparse.Namespace,
+    role: str,
+    workflows: list[Callable[..., Any]],
+    activities: list[Callable[..., Any]],
+) -> Any:
+    host, port = _split(args.endpoint if role == "main" else args.remote, bool(args.tls_ca))
+    with _token(args.tokens.get(role)):
+        rt = wf.WorkflowRuntime(host=host, port=port, logger_options=LoggerOptions(log_level="WARNING"))
     for w in workflows:
         rt.register_workflow(w, name=w.__name__)
     for a in activities:
@@ -280,23 +307,28 @@ def run(args: argparse.Namespace, res: dict[str, Any]) -> None:
     workload = res["workload"]
     if workload == "multiapp" and not args.remote:
         raise ValueError("the multiapp workload needs --remote HOST:PORT")
+    creds = grpc.ssl_channel_credentials(Path(args.tls_ca).read_bytes()) if args.tls_ca else None
     for endpoint in filter(None, (args.endpoint, args.remote if workload == "multiapp" else "")):
-        with grpc.insecure_channel(endpoint) as channel:
+        with grpc.secure_channel(endpoint, creds) if creds else grpc.insecure_channel(endpoint) as channel:
             try:
                 grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT)
             except grpc.FutureTimeoutError:
                 raise ConnectionError(f"no sidecar at {endpoint} after {CONNECT_TIMEOUT:.0f}s") from None
     runtimes = [
         _runtime(
-            args.endpoint,
+            args,
+            "main",
             [bench_chain, bench_multiapp, bench_fanout, bench_single, bench_event, bench_long],
             [add_one, square, tick],
         )
     ]
     if workload == "multiapp":
-        runtimes.append(_runtime(args.remote, [], [remote_add_one]))
-    host, port = _split(args.endpoint)
-    client = wf.DaprWorkflowClient(host=host, port=port, logger_options=LoggerOptions(log_level="WARNING"))
+        runtimes.append(_runtime(args, "remote", [], [remote_add_one]))
+    host, port = _split(args.endpoint, bool(args.tls_ca))
+    with _token(args.tokens.get("main")):
+        client = wf.DaprWorkflowClient(
+            host=host, port=port, logger_options=LoggerOptions(log_level="WARNING")
+        )
     for rt in runtimes:
         rt.start()
     try:
@@ -343,7 +375,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds")
     p.add_argument("--run-id", default=f"p{uuid.uuid4().hex[:12]}")
+    p.add_argument("--tls-ca", help="dial with TLS, trusting this CA (PEM file)")
+    p.add_argument(
+        "--app-token", action="append", default=[], metavar="APP=PATH", help="app APP's token file"
+    )
     args = p.parse_args(argv)
+    args.tokens = {}
+    for spec in args.app_token:
+        role, _, path = spec.partition("=")
+        args.tokens[role] = Path(path).read_text().strip()
+    if args.tls_ca:
+        # The SDK takes no root certificates: its TLS channels use grpc's default roots, which
+        # grpc core reads from this file when it is set (before the first TLS channel).
+        os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = os.path.abspath(args.tls_ca)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
     res: dict[str, Any] = {

@@ -40,6 +40,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     leftovers: list[Path] = field(default_factory=list)  # removed after the stop
+    client_args: list[str] = field(default_factory=list)  # for the load generator: TLS, tokens
 
     def alive(self) -> bool:
         return self.proc is None or self.proc.poll() is None
@@ -194,16 +195,44 @@ class Endpoint(Target):
     name = "endpoint"
     kind = "endpoint"
 
-    def __init__(self, endpoints: dict[str, str], pid: int | None) -> None:
+    def __init__(
+        self, endpoints: dict[str, str], pid: int | None, client_args: list[str] | None = None
+    ) -> None:
         self.endpoints = endpoints
         self.pid = pid
         self.apps = tuple(endpoints)
+        self.client_args = client_args or []
 
     def start(self, label: str, work: Path) -> Server:
-        return Server(dict(self.endpoints), self.pid)
+        return Server(dict(self.endpoints), self.pid, client_args=self.client_args)
 
     def describe(self) -> dict[str, object]:
-        return {**super().describe(), "endpoints": self.endpoints, "pid": self.pid}
+        secured = {"tls": "--tls-ca" in self.client_args, "tokens": "--app-token" in self.client_args}
+        return {**super().describe(), "endpoints": self.endpoints, "pid": self.pid, **secured}
+
+
+def security_args(
+    roles: list[str], tls_ca: Path | None, api_token_file: Path | None, app_token_files: list[str]
+) -> list[str]:
+    """The load generators' flags for a secured endpoint: `--tls-ca` and one `--app-token
+    ROLE=PATH` per role (its own token file, else the server-wide one). Paths only: a token
+    never goes on a command line."""
+    tokens = {}
+    for spec in app_token_files:
+        role, sep, path = spec.partition("=")
+        if not sep or role not in roles or not path:
+            raise ValueError(
+                f"--app-token-file: expected APP=PATH with APP one of {', '.join(roles)}, got {spec!r}"
+            )
+        tokens[role] = Path(path)
+    if api_token_file is not None:
+        tokens = {role: tokens.get(role, api_token_file) for role in roles}
+    args = ["--tls-ca", str(tls_ca.resolve())] if tls_ca else []
+    for role, path in tokens.items():
+        if not path.is_file():
+            raise ValueError(f"no such token file: {path}")
+        args += ["--app-token", f"{role}={path.resolve()}"]
+    return args
 
 
 def parse_endpoints(spec: str) -> dict[str, str]:

@@ -5,6 +5,7 @@
     python -m conformance.runner --endpoint main=H:P --endpoint remote=H:P   # any sidecar
     python -m conformance.runner --sdk python --sdk go --scenario hello_chain --json report.json
     python -m conformance.runner --store mongodb://... --server-per-app   # a process per app ID
+    python -m conformance.runner --secure --scenario multi_app_activity  # TLS + a token per app
 
 Prints a scenario x SDK table and writes a JSON report; exits 1 if anything failed.
 A harness that prints no result line, or a broken one, fails that scenario.
@@ -27,11 +28,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import grpc
-
 from backend._proto import orchestration_pb2 as opb
 from backend._proto import orchestrator_service_pb2 as spb
 from backend._proto import orchestrator_service_pb2_grpc as sgrpc
+from conformance import secure
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -41,6 +41,8 @@ BUILD = HERE / ".build"
 APPS = ("main", "remote", "app1", "app2", "app3", "app4")
 CAST_LEAD = "app1"  # in a cast, the column's SDK plays this app and starts the workflow
 SERVE_WAIT = 60.0  # seconds a --serve harness may take to connect its worker
+# TLS and tokens (conformance/secure.py): none unless --secure or --tls-ca / token files.
+SECURITY = secure.Security()
 
 
 CORE_SCENARIOS = frozenset(
@@ -137,8 +139,12 @@ def store_for(store: str, label: str) -> str:
 def start_server(
     store: str, log: Path, apps: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    if apps is None and SECURITY.tokens:
+        # One listener for every app: the token alone tells the server which app is calling.
+        shared = f"127.0.0.1:{_free_port()}"
+        apps = dict.fromkeys(APPS, shared)
     apps = apps or {app: f"127.0.0.1:{_free_port()}" for app in APPS}
-    cmd = [sys.executable, "-m", "backend", "serve", "--store", store]
+    cmd = [sys.executable, "-m", "backend", "serve", "--store", store, *SECURITY.server_args(apps)]
     for app, address in apps.items():
         cmd += ["--app", f"{app}={address}"]
     out = log.open("wb")
@@ -301,7 +307,7 @@ def fact_problems(expected: dict[str, Any], reported: Any, run_id: str) -> list[
 
 
 def _harness_args(scenario: str, run_id: str, apps: dict[str, str]) -> list[str]:
-    args = ["--scenario", scenario, "--run-id", run_id]
+    args = ["--scenario", scenario, "--run-id", run_id, *SECURITY.harness_args()]
     for app, address in apps.items():
         args += ["--app", f"{app}={address}"]
     return args
@@ -386,7 +392,8 @@ def run_one(
     for role, iid in instances.items():
         if role not in expect:
             continue
-        with grpc.insecure_channel(apps[expect[role].get("app", "main")]) as channel:
+        app = expect[role].get("app", "main")
+        with SECURITY.channel(apps[app], app) as channel:
             stub = sgrpc.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]
             problems += [f"{role}: {p}" for p in judge(stub, iid, expect[role])]
     return Result(scenario, sdk.name, not problems, "; ".join(problems) or "ok", version, seconds)
@@ -444,7 +451,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="one server process per app ID, all on the --store database (MongoDB)",
     )
+    secure.add_arguments(parser)
     args = parser.parse_args(argv)
+    global SECURITY
+    SECURITY = secure.from_args(args, APPS)
 
     for spec in args.harness:
         name, _, command = spec.partition("=")
@@ -543,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "store": args.store,
                     "server_per_app": args.server_per_app,
+                    "secure": SECURITY.on,
                     "results": [asdict(r) for r in results],
                 },
                 indent=2,

@@ -2,6 +2,7 @@
 //
 //	go build -C bench/loadgen -o ../.build/loadgen .
 //	bench/.build/loadgen --endpoint H:P [--remote H:P] --workload chain --count 1000 --concurrency 50
+//	    [--tls-ca CA.pem] [--app-token main=PATH] [--app-token remote=PATH]   (security.go)
 //
 // One process: a worker on the sidecar's endpoint (and, for `multiapp`, a second worker on the
 // `remote` app's endpoint, which alone hosts the activities), plus the client that starts the
@@ -28,7 +29,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/dapr/durabletask-go/api"
 	"github.com/dapr/durabletask-go/backend"
@@ -485,7 +485,11 @@ func startWorker(ctx context.Context, role, addr string, register func(*task.Tas
 	if err := register(r); err != nil {
 		return fmt.Errorf("registering on %s: %w", role, err)
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts, err := dialOptions(role)
+	if err != nil {
+		return err
+	}
+	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return fmt.Errorf("connecting to %s (%s): %w", role, addr, err)
 	}
@@ -546,7 +550,11 @@ func run(ctx context.Context, res *result, endpoint, remote string, n, concurren
 			return err
 		}
 	}
-	cc, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts, err := dialOptions("main")
+	if err != nil {
+		return err
+	}
+	cc, err := grpc.NewClient(endpoint, opts...)
 	if err != nil {
 		return fmt.Errorf("connecting to %s: %w", endpoint, err)
 	}

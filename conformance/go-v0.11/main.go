@@ -6,6 +6,7 @@
 //
 //	go build -C conformance/go-v0.11 -o ../.build/go-v0.11-harness .
 //	conformance/.build/go-v0.11-harness --scenario NAME --app main=H:P --app remote=H:P --run-id R
+//	    [--tls-ca CA.pem] [--app-token main=PATH --app-token remote=PATH]   (security.go)
 package main
 
 import (
@@ -23,7 +24,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/dapr/durabletask-go/api"
 	"github.com/dapr/durabletask-go/backend"
@@ -376,7 +376,11 @@ func run(name string, sc *scenario, apps map[string]string, iid api.InstanceID, 
 		if !ok || addr == "" {
 			return nil, fmt.Errorf("scenario %s needs --app %s=HOST:PORT", name, role)
 		}
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		opts, err := dialOptions(role)
+		if err != nil {
+			return nil, err
+		}
+		cc, err := grpc.NewClient(addr, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("connecting to %s (%s): %w", role, addr, err)
 		}

@@ -4,6 +4,7 @@
 //	conformance/.build/go-harness --scenario NAME --app main=H:P --app remote=H:P --run-id R
 //	conformance/.build/go-harness --serve app2 --app app2=H:P ...
 //	conformance/.build/go-harness --list
+//	... [--tls-ca CA.pem] [--app-token APP=PATH ...]   (TLS and per-app tokens: security.go)
 //
 // For one scenario it runs a durabletask-go worker per app ID the scenario needs, starts the
 // workflow instance RUNID-<scenario> through a client on the `main` endpoint (app1 for the ML
@@ -32,7 +33,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/dapr/durabletask-go/api"
 	"github.com/dapr/durabletask-go/backend"
@@ -392,7 +392,11 @@ func run(name string, sc *scenario, apps map[string]string, iid api.InstanceID, 
 		if !ok || addr == "" {
 			return nil, fmt.Errorf("scenario %s needs --app %s=HOST:PORT", name, role)
 		}
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		opts, err := dialOptions(role)
+		if err != nil {
+			return nil, err
+		}
+		cc, err := grpc.NewClient(addr, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("connecting to %s (%s): %w", role, addr, err)
 		}
@@ -607,7 +611,11 @@ func serve(app string, apps map[string]string) error {
 	if err := reg(r); err != nil {
 		return err
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts, err := dialOptions(app)
+	if err != nil {
+		return err
+	}
+	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return err
 	}

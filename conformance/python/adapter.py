@@ -7,11 +7,15 @@ protos cannot share a process, so only the chosen one is imported.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections import namedtuple
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib.metadata import version
 from typing import Any
+
+import grpc
 
 TIMEOUT = 120  # seconds a harness waits for a workflow to finish
 
@@ -38,9 +42,51 @@ class State:
     custom_status: Any
 
 
+TOKEN_HEADER = "dapr-api-token"
+
+
+class _CallDetails(
+    namedtuple("_CallDetails", "method timeout metadata credentials wait_for_ready compression"),
+    grpc.ClientCallDetails,
+):
+    """What a grpc client interceptor hands on (grpc.ClientCallDetails has no constructor)."""
+
+
+class TokenInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Sends an app's `dapr-api-token` on every call, unary and streaming (GetWorkItems)."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = ((TOKEN_HEADER, token),)
+
+    def _details(self, d: Any) -> Any:
+        metadata = (*(d.metadata or ()), *self._metadata)
+        return _CallDetails(d.method, d.timeout, metadata, d.credentials, d.wait_for_ready, d.compression)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+
 class Api:
-    def __init__(self, sdk: str) -> None:
+    def __init__(self, sdk: str, *, tls: bool = False, tokens: dict[str, str] | None = None) -> None:
+        """`tls`: dial with TLS (the CA to trust is the process's default roots, see harness.py);
+        `tokens`: app role -> the `dapr-api-token` its connections send."""
         self.sdk = sdk
+        self.tls = tls
+        self.tokens = tokens or {}
         if sdk == "dapr":
             import dapr.ext.workflow as wf
 
@@ -87,23 +133,54 @@ class Api:
             backoff_coefficient=1.0,
         )
 
+    # -- dialing: the one place a connection is made for an app role ------------------
+    def _dapr_address(self, address: str) -> tuple[str, str]:
+        """host and port for dapr's constructors, which join them into a Dapr gRPC endpoint
+        URI: `?tls=true` is that URI's documented TLS switch (no secure_channel argument)."""
+        host, port = address.rsplit(":", 1)
+        return host, f"{port}?tls=true" if self.tls else port
+
+    def _legacy_options(self, app: str) -> dict[str, Any]:
+        token = self.tokens.get(app)
+        return {"secure_channel": self.tls, "metadata": [(TOKEN_HEADER, token)] if token else None}
+
+    @contextmanager
+    def _dapr_client_token(self, app: str) -> Iterator[None]:
+        """DaprWorkflowClient takes no interceptors or metadata: it reads DAPR_API_TOKEN from
+        dapr's settings (the environment) in its constructor. A value set on the settings
+        object wins over the environment, so set it for this one construction only."""
+        from dapr.conf import settings
+
+        token = self.tokens.get(app)
+        if token is None:
+            yield
+            return
+        settings.DAPR_API_TOKEN = token
+        try:
+            yield
+        finally:
+            del settings.DAPR_API_TOKEN
+
     # -- hosting -----------------------------------------------------------------
     def worker(
         self,
+        app: str,
         address: str,
         workflows: dict[str, Callable[..., Any]],
         activities: dict[str, Callable[..., Any]],
     ) -> Any:
-        host, port = address.rsplit(":", 1)
         if self.sdk == "dapr":
-            rt = self.wf.WorkflowRuntime(host=host, port=port)
+            host, port = self._dapr_address(address)
+            token = self.tokens.get(app)
+            interceptors = [TokenInterceptor(token)] if token else None
+            rt = self.wf.WorkflowRuntime(host=host, port=port, interceptors=interceptors)
             for name, fn in workflows.items():
                 rt.register_workflow(fn, name=name)
             for name, fn in activities.items():
                 rt.register_activity(fn, name=name)
             rt.start()
             return rt
-        w = self.worker_mod.TaskHubGrpcWorker(host_address=address)
+        w = self.worker_mod.TaskHubGrpcWorker(host_address=address, **self._legacy_options(app))
         # 0.17.4 registers under the function's own name: the scenario functions carry theirs.
         for name, fn in workflows.items():
             assert w.add_orchestrator(fn) == name, name
@@ -116,11 +193,12 @@ class Api:
         worker.shutdown() if self.sdk == "dapr" else worker.stop()
 
     # -- client calls --------------------------------------------------------------
-    def client(self, address: str) -> Any:
-        host, port = address.rsplit(":", 1)
+    def client(self, app: str, address: str) -> Any:
         if self.sdk == "dapr":
-            return self.wf.DaprWorkflowClient(host=host, port=port)
-        return self.client_mod.TaskHubGrpcClient(host_address=address)
+            host, port = self._dapr_address(address)
+            with self._dapr_client_token(app):
+                return self.wf.DaprWorkflowClient(host=host, port=port)
+        return self.client_mod.TaskHubGrpcClient(host_address=address, **self._legacy_options(app))
 
     def start(self, c: Any, name: str, iid: str, data: Any = None, at: datetime | None = None) -> None:
         if self.sdk == "dapr":

@@ -3,6 +3,7 @@
     python conformance/python/harness.py --sdk dapr   --scenario NAME --app main=H:P ... --run-id R
     python conformance/python/harness.py --sdk legacy ...
     python conformance/python/harness.py --sdk dapr --serve app3 --scenario ml_pipeline --app ...
+    python conformance/python/harness.py ... --tls-ca ca.pem --app-token main=main.token ...
 
 `dapr` is the Dapr Python SDK 1.19 (dapr.ext.workflow); `legacy` is durabletask-dapr 0.17.4.
 The scenario code (scenarios.py) is written once against a small adapter (adapter.py).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -73,8 +75,21 @@ def main() -> int:
     parser.add_argument("--app", action="append", default=[], help="APP=HOST:PORT")
     parser.add_argument("--run-id", default=str(int(time.time())))
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--tls-ca", metavar="PATH", help="dial with TLS, trusting this CA (PEM)")
+    parser.add_argument(
+        "--app-token", action="append", default=[], metavar="APP=PATH", help="the token file of app APP"
+    )
     args = parser.parse_args()
-    api = Api(args.sdk)
+    if args.tls_ca:
+        # Neither SDK takes root certificates: their secure channels use grpc's default roots,
+        # which grpc core reads from this file when it is set (before the first TLS channel).
+        os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = os.path.abspath(args.tls_ca)
+    tokens = {}
+    for spec in args.app_token:
+        app, _, path = spec.partition("=")
+        with open(path) as f:
+            tokens[app] = f.read().strip()
+    api = Api(args.sdk, tls=bool(args.tls_ca), tokens=tokens)
     if args.list:
         print("\n".join(scenarios(api)))
         return 0
@@ -83,7 +98,10 @@ def main() -> int:
         return serve(api, args.scenario, args.serve, apps, args.run_id)
     line = run(api, args.scenario, apps, args.run_id)
     print(json.dumps(line), flush=True)
-    return 0
+    sys.stderr.flush()
+    # Not sys.exit: a worker that never connected (a refused token) leaves a non-daemon retry
+    # thread that no stop() ends, and it would keep the process alive after its line.
+    os._exit(0)
 
 
 if __name__ == "__main__":

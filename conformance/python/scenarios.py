@@ -36,11 +36,11 @@ class Run:
 
     def host(self, app: str) -> None:
         workflows, activities = self.scenario.apps[app]
-        self.workers.append(self.api.worker(self.apps[app], workflows, activities))
+        self.workers.append(self.api.worker(app, self.apps[app], workflows, activities))
 
     def client(self, app: str = "main") -> Any:
         if app not in self._clients:
-            self._clients[app] = self.api.client(self.apps[app])
+            self._clients[app] = self.api.client(app, self.apps[app])
         return self._clients[app]
 
     def finish(self, iid: str, app: str = "main") -> State:

@@ -7,14 +7,19 @@ silently skip the load driver.
 from __future__ import annotations
 
 import json
+import secrets
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.scales import SCALES, WORKLOADS
+from tests.pki import CA
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,3 +83,69 @@ def test_a_sidecar_that_is_not_there_fails_the_run(tmp_path: Path) -> None:
     entry = json.loads((tmp_path / "e2e.json").read_text())["results"]["endpoint"]["latency"]
     assert entry["status"] == "failed"
     assert entry["summary"] is None
+
+
+@pytest.fixture
+def secured_server(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
+    """Our server with TLS and a token per app, both apps on one listener (the token alone
+    picks the app); yields the --endpoint value and the driver's TLS and token options."""
+    ca = CA(tmp_path / "pki")
+    pair = ca.server()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    cmd = [sys.executable, "-m", "backend", "serve", "--store", "memory:"]
+    cmd += ["--tls-cert", str(pair.cert), "--tls-key", str(pair.key)]
+    options = ["--tls-ca", str(ca.cert)]
+    for app in ("main", "remote"):
+        token = tmp_path / f"{app}.token"
+        token.write_text(secrets.token_urlsafe(16))
+        token.chmod(0o600)
+        cmd += ["--app", f"{app}={address}", "--app-token-file", f"{app}={token}"]
+        options += ["--app-token-file", f"{app}={token}"]
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while log.read_text().count("ready: app=") < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield f"main={address},remote={address}", options
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_both_drivers_against_a_server_with_tokens_and_tls(
+    tmp_path: Path, secured_server: tuple[str, list[str]]
+) -> None:
+    endpoint, options = secured_server
+    for driver, workloads in (("go", "chain,multiapp"), ("python", "multiapp")):
+        out = tmp_path / driver
+        doc = run_bench(out, "--driver", driver, "--endpoint", endpoint, "--workloads", workloads, *options)
+        for workload in workloads.split(","):
+            entry = doc["results"]["endpoint"][workload]
+            assert entry["status"] == "ok", (driver, workload, entry["problems"])
+        assert doc["targets"]["endpoint"]["tls"] is True
+
+    # The token is what lets the load generator in: a wrong one fails the run.
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("not-the-token")
+    options[options.index("--app-token-file") + 1] = f"main={wrong}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--scale",
+        "smoke",
+        "--repeat",
+        "1",
+        "--out",
+        str(tmp_path / "wrong"),
+    ]
+    cmd += ["--endpoint", endpoint, "--workloads", "latency", *options]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 1, done.stderr[-4000:]
+    entry = json.loads((tmp_path / "wrong" / "e2e.json").read_text())["results"]["endpoint"]["latency"]
+    assert "Unauthenticated" in json.dumps(entry["problems"]), entry["problems"]

@@ -1,5 +1,6 @@
 """The conformance runner fails what is broken: a wrong expectation, a silent
-harness. (Runs the real runner, server and Python SDK harness as processes.)"""
+harness, a harness without the right token. (Runs the real runner, server and Python SDK
+harness as processes.)"""
 
 from __future__ import annotations
 
@@ -73,3 +74,46 @@ def test_a_wrong_fact_or_a_present_purged_instance_fails(tmp_path: Path) -> None
     assert "fact first_custom_status is 'step-1', expected 'step-0'" in results["custom_status"]["reason"]
     assert "child: instance" in results["purge_recursive"]["reason"]
     assert "does not exist" in results["purge_recursive"]["reason"]
+
+
+WRONG_TOKEN_HARNESS = """
+import os, sys
+wrong, harness, *args = sys.argv[1:]
+for i in range(1, len(args)):
+    if args[i - 1] == "--app-token":  # keep APP=, swap its token file for one with a wrong token
+        args[i] = args[i].split("=", 1)[0] + "=" + wrong
+os.execv(sys.executable, [sys.executable, harness, "--sdk", "legacy", *args])
+"""
+
+
+def test_secure_passes_a_harness_with_the_tokens_and_fails_one_without(tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("not-the-token")
+    wrapper = tmp_path / "wrong_token_harness.py"
+    wrapper.write_text(WRONG_TOKEN_HARNESS)
+    harness = ROOT / "conformance" / "python" / "harness.py"
+    impostor = f"impostor={sys.executable} {wrapper} {wrong} {harness}"
+    report = tmp_path / "report.json"
+    proc = _run(
+        "--secure",
+        "--harness",
+        impostor,
+        "--sdk",
+        "python-legacy",
+        "--sdk",
+        "impostor",
+        "--scenario",
+        "hello_chain",
+        "--timeout",
+        "60",
+        "--json",
+        str(report),
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    doc = json.loads(report.read_text())
+    assert doc["secure"] is True
+    results = {r["sdk"]: r for r in doc["results"]}
+    assert results["python-legacy"]["passed"] is True, results["python-legacy"]["reason"]
+    assert results["impostor"]["passed"] is False
+    # Refused at the door: its worker never got the work-item stream (UNAUTHENTICATED).
+    assert "work item stream" in results["impostor"]["reason"], results["impostor"]["reason"]

@@ -22,6 +22,7 @@ import java.util.concurrent.TimeUnit;
  *                                   --run-id RUNID
  * java -jar conformance-harness.jar --serve APP --scenario NAME --app APP=HOST:PORT ... --run-id RUNID
  * java -jar conformance-harness.jar --list
+ * ... [--tls-ca CA.pem] [--app-token APP=PATH ...]   (TLS and each app role's token: Dial)
  * </pre>
  *
  * <p>With {@code --scenario} alone: starts the workers the scenario needs (one per app ID), drives it with the SDK's
@@ -58,8 +59,8 @@ public final class Harness {
   }
 
   /** Runs a scenario; always returns the line to print. */
-  static Map<String, Object> run(Scenario spec, String name, Map<String, String> apps, String runId) {
-    Run run = new Run(spec, name, apps, runId);
+  static Map<String, Object> run(Scenario spec, String name, Map<String, String> apps, Dial dial, String runId) {
+    Run run = new Run(spec, name, apps, dial, runId);
     Map<String, Object> line = new LinkedHashMap<>();
     line.put("scenario", name);
     line.put("sdk", sdkName());
@@ -87,9 +88,9 @@ public final class Harness {
   }
 
   /** Hosts {@code app}'s workers until SIGTERM or stdin EOF; exits 0 either way. */
-  static int serve(Scenario spec, String name, String app, Map<String, String> apps, String runId,
+  static int serve(Scenario spec, String name, String app, Map<String, String> apps, Dial dial, String runId,
                    PrintStream stdout) throws Exception {
-    Run run = new Run(spec, name, apps, runId);
+    Run run = new Run(spec, name, apps, dial, runId);
     CountDownLatch stop = new CountDownLatch(1);
     CountDownLatch stopped = new CountDownLatch(1);
     Thread stdin = new Thread(() -> {
@@ -143,6 +144,8 @@ public final class Harness {
     String runId = String.valueOf(System.currentTimeMillis() / 1000);
     boolean list = false;
     Map<String, String> apps = new LinkedHashMap<>();
+    String tlsCa = null;
+    Map<String, String> tokenFiles = new LinkedHashMap<>();
     String usageError = null;
     for (int i = 0; i < args.length && usageError == null; i++) {
       String a = args[i];
@@ -154,7 +157,7 @@ public final class Harness {
       }
       switch (a) {
         case "--list" -> list = true;
-        case "--scenario", "--serve", "--app", "--run-id" -> {
+        case "--scenario", "--serve", "--app", "--run-id", "--tls-ca", "--app-token" -> {
           if (value == null) {
             if (i + 1 >= args.length) {
               usageError = "missing value for " + a;
@@ -166,12 +169,13 @@ public final class Harness {
             case "--scenario" -> scenario = value;
             case "--serve" -> serve = value;
             case "--run-id" -> runId = value;
-            default -> {
+            case "--tls-ca" -> tlsCa = value;
+            default -> { // --app APP=HOST:PORT, --app-token APP=PATH
               int e = value.indexOf('=');
               if (e <= 0) {
-                usageError = "--app expects APP=HOST:PORT, got " + value;
+                usageError = a + " expects APP=" + (a.equals("--app") ? "HOST:PORT" : "PATH") + ", got " + value;
               } else {
-                apps.put(value.substring(0, e), value.substring(e + 1));
+                (a.equals("--app") ? apps : tokenFiles).put(value.substring(0, e), value.substring(e + 1));
               }
             }
           }
@@ -202,7 +206,7 @@ public final class Harness {
         return 2;
       }
       try {
-        return serve(all.get(scenario), scenario, serve, apps, runId, stdout);
+        return serve(all.get(scenario), scenario, serve, apps, new Dial(tlsCa, tokenFiles), runId, stdout);
       } catch (Throwable t) {
         t.printStackTrace(System.err);
         return 1;
@@ -219,7 +223,7 @@ public final class Harness {
       line.put("error", "usage: " + usageError);
       rc = 2;
     } else {
-      line = run(all.get(scenario), scenario, apps, runId);
+      line = run(all.get(scenario), scenario, apps, new Dial(tlsCa, tokenFiles), runId);
     }
     try {
       stdout.println(JSON.writeValueAsString(line));

@@ -12,7 +12,6 @@ import io.dapr.durabletask.TaskActivityFactory;
 import io.dapr.durabletask.TaskOrchestration;
 import io.dapr.durabletask.orchestration.TaskOrchestrationFactory;
 import io.grpc.ManagedChannel;
-import io.grpc.ManagedChannelBuilder;
 
 import java.time.Duration;
 import java.time.Instant;
@@ -33,6 +32,7 @@ final class Run {
 
   final Scenario scenario;
   final Map<String, String> addresses;
+  private final Dial dial;
   /** {@code RUNID-<scenario>}: the instance ID of role {@code main}, and the prefix of the others. */
   final String iid;
   final Map<String, String> instances = new LinkedHashMap<>();
@@ -42,9 +42,10 @@ final class Run {
   private final List<ManagedChannel> channels = new ArrayList<>();
   private final Map<String, DurableTaskClient> clients = new LinkedHashMap<>();
 
-  Run(Scenario scenario, String name, Map<String, String> addresses, String runId) {
+  Run(Scenario scenario, String name, Map<String, String> addresses, Dial dial, String runId) {
     this.scenario = scenario;
     this.addresses = addresses;
+    this.dial = dial;
     this.iid = runId + "-" + name;
     instances.put("main", iid);
   }
@@ -113,10 +114,8 @@ final class Run {
     if (colon <= 0) {
       throw new IllegalArgumentException("expected HOST:PORT, got " + address);
     }
-    ManagedChannel ch = ManagedChannelBuilder
-        .forAddress(address.substring(0, colon), Integer.parseInt(address.substring(colon + 1)))
-        .usePlaintext()
-        .build();
+    int port = Integer.parseInt(address.substring(colon + 1));
+    ManagedChannel ch = dial.channel(app, address.substring(0, colon), port);
     channels.add(ch);
     return ch;
   }
