@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from tests import pki
-from tests.e2e import harness
+from tests.e2e import gobuild, harness
 
 HERE = Path(__file__).resolve().parent
 GO_MODULE = HERE / "go"
 GET_INSTANCE = HERE / "get_instance.py"
-RESULT_PREFIX = "RESULT "
 
 
 @dataclass(frozen=True)
@@ -50,8 +48,7 @@ class Credentials:
         return args
 
 
-class BuildError(RuntimeError):
-    pass
+BuildError = gobuild.BuildError
 
 
 @dataclass(frozen=True)
@@ -61,15 +58,8 @@ class GoPrograms:
 
 
 def build(out: Path) -> GoPrograms:
-    go = shutil.which("go")
-    if go is None:
-        # Never a skip: without Go these SDKs are not tested at all, and that must fail the run.
-        raise BuildError("`go` is not on PATH: tests/e2e/security builds Go SDK programs (Go >= 1.26.4)")
-    cmd = [go, "build", "-buildvcs=false", "-o", f"{out}{os.sep}", "./cmd/gosdk", "./cmd/dtmtls"]
-    done = subprocess.run(cmd, cwd=GO_MODULE, capture_output=True, text=True, timeout=840, check=False)
-    if done.returncode != 0:
-        raise BuildError(f"{' '.join(cmd)} (in {GO_MODULE}) failed:\n{done.stderr}")
-    return GoPrograms(gosdk=out / "gosdk", dtmtls=out / "dtmtls")
+    built = gobuild.build(GO_MODULE, ["./cmd/gosdk", "./cmd/dtmtls"], out)
+    return GoPrograms(gosdk=built["gosdk"], dtmtls=built["dtmtls"])
 
 
 def go_env(extra: Mapping[str, str | None]) -> dict[str, str]:
@@ -82,12 +72,6 @@ def go_env(extra: Mapping[str, str | None]) -> dict[str, str]:
     }
     env.update({k: v for k, v in extra.items() if v is not None})
     return env
-
-
-def _results(text: str) -> list[dict[str, Any]]:
-    return [
-        json.loads(line[len(RESULT_PREFIX) :]) for line in text.splitlines() if line.startswith(RESULT_PREFIX)
-    ]
 
 
 @dataclass
@@ -117,7 +101,7 @@ def run(binary: Path, args: Sequence[str], env: Mapping[str, str | None], *, tim
         timeout=timeout,
         check=False,
     )
-    return GoRun(done.returncode, done.stdout, _results(done.stdout))
+    return GoRun(done.returncode, done.stdout, gobuild.results(done.stdout))
 
 
 _workers: list[Worker] = []
@@ -156,7 +140,7 @@ class Worker:
         return self
 
     def _ready(self) -> bool:
-        results = _results(self.log_text)
+        results = gobuild.results(self.log_text)
         if any(r.get("event") == "worker-ready" for r in results):
             return True
         assert self.proc is not None
