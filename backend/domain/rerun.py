@@ -23,6 +23,7 @@ from backend.domain.model import ActivityTask, InstanceKey, Message, NewInstance
 from backend.domain.projection import initial_state, project
 from backend.domain.state import RuntimeState
 from backend.errors import InvalidArgument, NotFound
+from backend.limits import quote
 
 _RERUNNABLE = ("taskScheduled", "childWorkflowInstanceCreated", "timerCreated")
 
@@ -51,7 +52,7 @@ def fork(
         raise InvalidArgument("the rerun needs a new instance ID different from the source's")
     if not is_terminal(source_state.workflowStatus):
         raise InvalidArgument(
-            f"workflow '{req.source.instance_id}' is not in a terminal state; only finished workflows can be rerun"
+            f"workflow {quote(req.source.instance_id)} is not in a terminal state; only finished workflows can be rerun"
         )
     source = RuntimeState.of(history)
     if source.start is not None and source.start.HasField("parentInstance"):
@@ -95,7 +96,9 @@ def fork(
         elif k not in ("executionCompleted", "executionTerminated", "executionStalled"):
             kept.append(event)
     if target is None:
-        raise NotFound(f"workflow '{req.source.instance_id}' has no history event with ID {req.event_id}")
+        raise NotFound(
+            f"workflow {quote(req.source.instance_id)} has no history event with ID {req.event_id}"
+        )
 
     rerun_info = opb.RerunParentInstanceInfo(instanceID=req.source.instance_id)
     k = ev.kind(target)

@@ -3,6 +3,9 @@
 It resolves the caller's app ID (security/identity.py) before the servicer runs and
 keeps it in a context variable for the length of the call; servicers read `caller()`.
 A refused call never reaches the servicer, so it cannot change stored state.
+
+It also decodes every request tolerantly (service/undecodable.py): bytes that are not the
+RPC's message are answered INVALID_ARGUMENT, after the credentials, with one log line.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import grpc
 
 from backend.errors import PermissionDenied, SidecarError, Unauthenticated
 from backend.security.identity import TOKEN_HEADER, ListenerAuth, Presented
+from backend.service.undecodable import Undecodable, refusal, tolerant
 
 log = logging.getLogger("backend.security")
 
@@ -81,11 +85,16 @@ class IdentityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return handler
         details = handler_call_details
+        decode = handler.request_deserializer
+        if decode is not None:
+            handler = handler._replace(request_deserializer=tolerant(decode))
         if handler.unary_unary is not None:
             inner: Any = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 app = await self._identify(details, context)
+                if isinstance(request, Undecodable):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal(request, details.method))
                 reset = _CALLER.set(app)
                 try:
                     return await inner(request, context)
@@ -100,6 +109,8 @@ class IdentityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 # Each RPC runs in a task of its own: the value dies with it (no reset, which
                 # would fail if the generator were closed from another context).
                 _CALLER.set(await self._identify(details, context))
+                if isinstance(request, Undecodable):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal(request, details.method))
                 async for item in inner_stream(request, context):
                     yield item
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import grpc
 from google.protobuf import wrappers_pb2
 
+from backend import limits
 from backend._proto import orchestration_pb2 as opb
 from backend._proto import orchestrator_service_pb2 as spb
-from backend.domain import events as ev
 from backend.domain import validate
+from backend.domain.events import utcnow
 from backend.domain.model import InstanceKey
 from backend.domain.rerun import RerunRequest
 from backend.engine.instances import Instances, Predicate, finished, started
@@ -26,7 +27,17 @@ from backend.store.base import InstanceFilter
 
 _DEFAULT_PAGE = 100
 _DEADLINE_GRACE_SECONDS = 5.0
-_MAX_PAGE = 10_000
+
+
+def _check_start(request: spb.CreateInstanceRequest) -> None:
+    """StartInstance's bounded fields besides the name and input (the engine checks those)."""
+    if request.HasField("version"):
+        validate.version(request.version)
+    if request.HasField("executionId"):
+        validate.execution_id(request.executionId.value)
+    validate.tags(request.tags)
+    if request.HasField("parentTraceContext"):
+        validate.trace_context(request.parentTraceContext)
 
 
 class ClientRpcs:
@@ -37,12 +48,14 @@ class ClientRpcs:
     def _target(self, router: opb.TaskRouter | None, operation: str) -> str:
         """The app a request acts on: the caller's own, or router.targetAppID if the policy allows."""
         app = caller()
+        validate.router(router)
         if router is None or not router.targetAppID or router.targetAppID == app:
             return app
-        target = validate.app_id(router.targetAppID)
+        target = router.targetAppID
         if not self._policy.may_manage(app, target, operation):
             raise PermissionDenied(
-                f"app '{app}' may not {operation} instances of app '{target}' (authorization policy)"
+                f"app {limits.quote(app)} may not {operation} instances of app {limits.quote(target)} "
+                "(authorization policy)"
             )
         return target
 
@@ -59,8 +72,9 @@ class ClientRpcs:
         async with grpc_errors(context, "StartInstance"):
             instance_id = validate.new_instance_id(request.instanceId) if request.instanceId else new_id_()
             key = InstanceKey(self._target(self._router(request), "start"), instance_id)
+            _check_start(request)
             start_at = (
-                ev.from_ts(request.scheduledStartTimestamp)
+                validate.timestamp(request.scheduledStartTimestamp, "scheduledStartTimestamp")
                 if request.HasField("scheduledStartTimestamp")
                 else None
             )
@@ -70,7 +84,7 @@ class ClientRpcs:
                 source_app=caller(),
                 input_=request.input if request.HasField("input") else None,
                 version=request.version if request.HasField("version") and request.version.value else None,
-                start_at=start_at if start_at and start_at > ev.utcnow() else None,
+                start_at=start_at if start_at and start_at > utcnow() else None,
                 tags=dict(request.tags),
                 enforce_unique=request.enforceUniqueInstanceId,
                 execution_id=request.executionId.value if request.HasField("executionId") else None,
@@ -108,7 +122,7 @@ class ClientRpcs:
             if not until(state):
                 await context.abort(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"{rpc}: '{key.instance_id}' did not reach the state in time",
+                    f"{rpc}: {limits.quote(key.instance_id)} did not reach the state in time",
                 )
             return self._view(state, request.getInputsAndOutputs)
         raise AssertionError("unreachable")
@@ -144,14 +158,18 @@ class ClientRpcs:
     async def SuspendInstance(self, request: spb.SuspendRequest, context: Ctx) -> spb.SuspendResponse:
         async with grpc_errors(context, "SuspendInstance"):
             key = self._key(request.instanceId, self._router(request), "suspend")
-            await self._instances.suspend(key, request.reason if request.HasField("reason") else None)
+            reason = request.reason if request.HasField("reason") else None
+            validate.reason(reason, "reason", self._instances.max_payload)
+            await self._instances.suspend(key, reason)
             return spb.SuspendResponse()
         raise AssertionError("unreachable")
 
     async def ResumeInstance(self, request: spb.ResumeRequest, context: Ctx) -> spb.ResumeResponse:
         async with grpc_errors(context, "ResumeInstance"):
             key = self._key(request.instanceId, self._router(request), "resume")
-            await self._instances.resume(key, request.reason if request.HasField("reason") else None)
+            reason = request.reason if request.HasField("reason") else None
+            validate.reason(reason, "reason", self._instances.max_payload)
+            await self._instances.resume(key, reason)
             return spb.ResumeResponse()
         raise AssertionError("unreachable")
 
@@ -170,9 +188,13 @@ class ClientRpcs:
                 app = self._target(router, "purge")
                 where = InstanceFilter(
                     app_id=app,
-                    created_from=ev.from_ts(f.createdTimeFrom) if f.HasField("createdTimeFrom") else None,
-                    created_to=ev.from_ts(f.createdTimeTo) if f.HasField("createdTimeTo") else None,
-                    statuses=frozenset(int(s) for s in f.runtimeStatus),
+                    created_from=validate.timestamp(f.createdTimeFrom, "purgeInstanceFilter.createdTimeFrom")
+                    if f.HasField("createdTimeFrom")
+                    else None,
+                    created_to=validate.timestamp(f.createdTimeTo, "purgeInstanceFilter.createdTimeTo")
+                    if f.HasField("createdTimeTo")
+                    else None,
+                    statuses=validate.statuses(f.runtimeStatus, "purgeInstanceFilter.runtimeStatus"),
                 )
                 count = await self._instances.purge_where(where, recursive=request.recursive, force=force)
             else:
@@ -189,8 +211,12 @@ class ClientRpcs:
             size = (
                 request.pageSize if request.HasField("pageSize") and request.pageSize > 0 else _DEFAULT_PAGE
             )
-            size = min(size, _MAX_PAGE)
-            after = request.continuationToken if request.HasField("continuationToken") else None
+            size = min(size, limits.MAX_PAGE_SIZE)
+            after = (
+                validate.page_token(request.continuationToken)
+                if request.HasField("continuationToken")
+                else None
+            )
             ids, token = await self._instances.list_ids(caller(), after=after or None, page_size=size)
             response = spb.ListInstanceIDsResponse(instanceIds=ids)
             if token is not None:
@@ -219,7 +245,9 @@ class ClientRpcs:
                 if request.HasField("newInstanceID") and request.newInstanceID
                 else new_id_()
             )
-            new_key = InstanceKey(source.app_id, validate.new_instance_id(new_id))
+            new_key = InstanceKey(source.app_id, validate.new_instance_id(new_id, "newInstanceID"))
+            if request.HasField("newChildWorkflowInstanceID") and request.newChildWorkflowInstanceID:
+                validate.new_instance_id(request.newChildWorkflowInstanceID, "newChildWorkflowInstanceID")
             if request.overwriteInput:
                 validate.payload(
                     request.input if request.HasField("input") else None,
