@@ -86,6 +86,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="work-item lease; a dead server's work moves on after it (default 60)",
     )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        metavar="SECONDS",
+        help="on SIGTERM, how long in-flight work may take to complete before it is handed back (default 10)",
+    )
+    lim = serve.add_argument_group("limits (README: Limits)")
+    lim.add_argument(
+        "--max-history-bytes",
+        type=int,
+        help="a workflow whose history would pass this fails (default 50 MiB)",
+    )
+    lim.add_argument(
+        "--max-history-events",
+        type=int,
+        help="a workflow whose history would pass this fails (default 51200)",
+    )
+    lim.add_argument(
+        "--workflow-task-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="a workflow work item not completed within this is offered again (default 10)",
+    )
     sec = serve.add_argument_group("security (README: Security)")
     sec.add_argument(
         "--api-token-file",
@@ -192,6 +215,10 @@ def config_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) 
         max_payload_bytes=int(pick(args.max_payload_bytes, "max_payload_bytes", 4 * 1024 * 1024)),  # type: ignore[call-overload]
         lease_seconds=float(pick(args.lease_seconds, "lease_seconds", 60.0)),  # type: ignore[arg-type]
         log_level=str(pick(args.log_level, "log_level", "info")),
+        shutdown_grace_seconds=float(pick(args.shutdown_grace, "shutdown_grace", 10.0)),  # type: ignore[arg-type]
+        max_history_bytes=int(pick(args.max_history_bytes, "max_history_bytes", 50 * 1024 * 1024)),  # type: ignore[call-overload]
+        max_history_events=int(pick(args.max_history_events, "max_history_events", 51_200)),  # type: ignore[call-overload]
+        workflow_task_timeout_seconds=float(pick(args.workflow_task_timeout, "workflow_task_timeout", 10.0)),  # type: ignore[arg-type]
     )
 
 

@@ -49,8 +49,34 @@ class Config:
     max_workflows_per_stream: int = 256
     max_activities_per_stream: int = 512
     history_cache_instances: int = 10_000
+    history_cache_bytes: int = 128 * 1024 * 1024
     # How long Terminate/Suspend/Resume wait for the status change before answering.
     control_wait_seconds: float = 10.0
-    shutdown_grace_seconds: float = 5.0
-    # A turn that failed (malformed worker response, store error) is retried after this.
-    retry_failed_turn_seconds: float = 5.0
+    # On SIGTERM: no new work is handed out; in-flight work may complete within this, the
+    # rest is handed back (its leases released for another server or the next start).
+    shutdown_grace_seconds: float = 10.0
+    # A turn or activity result that failed to apply is retried after this, doubling (with
+    # jitter) up to retry_max_seconds; after max_turn_failures the instance is parked (STALLED,
+    # or FAILED when the store itself refuses what it was given).
+    retry_failed_turn_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
+    max_turn_failures: int = 5
+    # History budget per execution (Temporal's anchors: warn at 10 MB / 10,240 events, fail
+    # the workflow at 50 MB / 51,200 events, suggesting continue-as-new).
+    max_history_bytes: int = 50 * 1024 * 1024
+    max_history_events: int = 51_200
+    warn_history_bytes: int = 10 * 1024 * 1024
+    warn_history_events: int = 10_240
+    # A workflow work item not completed within this is taken back and offered again
+    # (Temporal's workflow-task timeout). Activities rely on stream liveness instead.
+    workflow_task_timeout_seconds: float = 10.0
+    # A stream that does not take what the server sends for this long is closed (its work
+    # goes to other streams); at most this many streams per app, and bytes in flight per stream.
+    stream_stuck_seconds: float = 30.0
+    max_streams_per_app: int = 64
+    max_stream_bytes_in_flight: int = 32 * 1024 * 1024
+
+    @property
+    def max_send_bytes(self) -> int:
+        """The largest message the server sends: a full history at its budget, plus room."""
+        return self.max_history_bytes + 4 * self.max_payload_bytes + 1024 * 1024

@@ -17,10 +17,19 @@ from backend.errors import ConfigError
 from backend.security.policy import ANY, OPERATIONS, AppRules, Policy
 from backend.security.secrets import Secret
 
-_TOP = {"host", "store", "log_level", "insecure", "api_token_file", "api_token_env", "lease_seconds"}
+_TOP = {
+    "host",
+    "store",
+    "log_level",
+    "insecure",
+    "api_token_file",
+    "api_token_env",
+    "lease_seconds",
+    "shutdown_grace",
+}
 _SECTIONS = {"tls", "limits", "policy", "apps"}
 _TLS = {"cert", "key", "client_ca", "trust_domain", "namespace"}
-_LIMITS = {"max_payload_bytes"}
+_LIMITS = {"max_payload_bytes", "max_history_bytes", "max_history_events", "workflow_task_timeout"}
 _POLICY = {"default"}
 _APP = {"listen", "token_file", "token_env", "callers", "manage"}
 

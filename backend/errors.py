@@ -11,6 +11,7 @@ each class to exactly one gRPC status code at the boundary.
     ├── Unavailable            store unreachable / shutting down  -> UNAVAILABLE
     ├── Unauthenticated        no or wrong credentials            -> UNAUTHENTICATED
     ├── PermissionDenied       credentials of an app not allowed  -> PERMISSION_DENIED
+    ├── ResourceExhausted      a server-wide bound is reached     -> RESOURCE_EXHAUSTED
     ├── LeaseLost              a work item's lease moved on (internal; never reaches a client)
     └── ConfigError            the server's configuration is unusable (start-up only)
 """
@@ -55,6 +56,10 @@ class Unauthenticated(SidecarError):
 
 
 class PermissionDenied(SidecarError):
+    pass
+
+
+class ResourceExhausted(SidecarError):
     pass
 
 

@@ -9,12 +9,14 @@ import signal
 
 import grpc
 
+from backend import limits
 from backend._proto import orchestrator_service_pb2_grpc as sgrpc
 from backend.config import Config
 from backend.engine.engine import Engine
 from backend.security import listeners
 from backend.security.interceptor import IdentityInterceptor
 from backend.security.tls import ReloadingCredentials
+from backend.service import undecodable
 from backend.service.servicer import SidecarServicer
 from backend.store import open_store
 
@@ -22,11 +24,11 @@ log = logging.getLogger("backend.server")
 
 
 def _grpc_options(config: Config) -> list[tuple[str, int]]:
-    # Room above the payload limit so oversized payloads get our clear error, not gRPC's.
-    max_message = max(64 * 1024 * 1024, config.max_payload_bytes * 4)
     return [
-        ("grpc.max_receive_message_length", max_message),
-        ("grpc.max_send_message_length", max_message),
+        # Received: what one request may hold (README, Limits); sent: a full history at its
+        # budget (the engine never sends more, engine/turns.py).
+        ("grpc.max_receive_message_length", limits.grpc_receive_limit(config.max_payload_bytes)),
+        ("grpc.max_send_message_length", config.max_send_bytes),
         # The SDKs ping every 30 s, also without calls in flight: accept that
         # instead of answering with GOAWAY (too_many_pings).
         ("grpc.keepalive_permit_without_calls", 1),
@@ -49,6 +51,7 @@ class Server:
         self.ports: dict[str, int] = {}
 
     async def start(self) -> None:
+        undecodable.install_log_filter()  # grpc's traceback per undecodable request -> one line
         await self.store.open()
         await self.engine.start()
         servicer = SidecarServicer(self.engine, self.config.security.policy)
@@ -79,8 +82,14 @@ class Server:
                 )
 
     async def stop(self) -> None:
+        """Graceful: no new work; in-flight work may complete within the grace period (the
+        listeners keep serving its completions); then the rest is handed back."""
+        grace = self.config.shutdown_grace_seconds
+        left = await self.engine.quiesce(grace)
+        if left:
+            log.info("handing back %d work item(s) still running after %.0fs", left, grace)
         self.engine.hub.close_all()  # ends GetWorkItems streams so workers reconnect elsewhere
-        await asyncio.gather(*(s.stop(self.config.shutdown_grace_seconds) for s in self._servers))
+        await asyncio.gather(*(s.stop(1.0) for s in self._servers))
         await self.engine.stop()
         await self.store.close()
 

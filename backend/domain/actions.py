@@ -12,24 +12,15 @@ from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
 from backend._proto import orchestrator_actions_pb2 as apb
 from backend._proto import orchestrator_service_pb2 as spb
+from backend.domain import action_checks, failures, propagation
 from backend.domain import events as ev
-from backend.domain import propagation
 from backend.domain.context import TurnContext
 from backend.domain.creation import activity_task, child_instance_id, make_instance
 from backend.domain.endings import continue_as_new, notify_parent
 from backend.domain.model import ActivityTask, Gate, InstanceKey, Message, NewInstance, WorkflowCommit
 from backend.domain.state import RuntimeState
 from backend.errors import InvalidArgument
-
-_COMPLETION_STATUSES = frozenset(
-    {
-        opb.ORCHESTRATION_STATUS_COMPLETED,
-        opb.ORCHESTRATION_STATUS_FAILED,
-        opb.ORCHESTRATION_STATUS_TERMINATED,
-        opb.ORCHESTRATION_STATUS_CANCELED,
-        opb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW,
-    }
-)
+from backend.limits import quote
 
 
 @dataclass
@@ -92,13 +83,24 @@ def _stamp(key: InstanceKey, action: apb.WorkflowAction) -> opb.TaskRouter:
     return r
 
 
+# The payload fields of action bodies: a terminateWorkflow's reason becomes the terminated
+# instance's output, completeWorkflow's details are kept with it.
+_PAYLOADS = ("input", "result", "data", "reason", "details")
+
+
 def payload_sizes(action: apb.WorkflowAction) -> list[int]:
     k = action.WhichOneof("workflowActionType")
     body = getattr(action, k) if k else None
     sizes = []
-    for name in ("input", "result", "data"):
+    for name in _PAYLOADS:
         if body is not None and name in body.DESCRIPTOR.fields_by_name and body.HasField(name):
             sizes.append(len(getattr(body, name).value.encode()))
+    if k == "completeWorkflow":  # carried events are raised again in the next generation
+        sizes.extend(
+            len(e.eventRaised.input.value.encode())
+            for e in action.completeWorkflow.carryoverEvents
+            if e.HasField("eventRaised") and e.eventRaised.HasField("input")
+        )
     return sizes
 
 
@@ -106,14 +108,15 @@ def _denied(source: str, target: str, what: str) -> opb.TaskFailureDetails:
     """The failure a task gets when the policy forbids its cross-app call: final, never retried."""
     return ev.failure(
         "CrossAppCallDenied",
-        f"app '{source}' may not {what} on app '{target}' (authorization policy of the server)",
+        f"app {quote(source)} may not {what} on app {quote(target)} (authorization policy of the server)",
         non_retriable=True,
     )
 
 
-def validate(state: RuntimeState, response: spb.WorkflowResponse) -> None:
-    """Reject a malformed response before anything is written."""
+def validate_shape(response: spb.WorkflowResponse) -> None:
+    """Reject a malformed or oversized response, whatever the workflow's state (domain/action_checks.py)."""
     seen: set[int] = set()
+    action_checks.check_response(response)
     for action in response.actions:
         k = action.WhichOneof("workflowActionType")
         if k is None:
@@ -125,28 +128,17 @@ def validate(state: RuntimeState, response: spb.WorkflowResponse) -> None:
         if action.id in seen:
             raise InvalidArgument(f"duplicate action id {action.id} in one response")
         seen.add(action.id)
+        action_checks.check_action(action, k)
+
+
+def validate(state: RuntimeState, response: spb.WorkflowResponse) -> None:
+    """Reject a malformed response before anything is written."""
+    validate_shape(response)
+    for action in response.actions:
+        k = action.WhichOneof("workflowActionType")
         if k in ("scheduleTask", "createChildWorkflow", "createTimer") and action.id in state.action_ids:
             raise InvalidArgument(
                 f"action id {action.id} ({k}) is already used by an event in this workflow's history"
-            )
-        if k == "scheduleTask" and not action.scheduleTask.name:
-            raise InvalidArgument(f"action {action.id}: scheduleTask needs an activity name")
-        if k == "createChildWorkflow" and not action.createChildWorkflow.name:
-            raise InvalidArgument(f"action {action.id}: createChildWorkflow needs a workflow name")
-        if k == "createDetachedWorkflow":
-            detached = action.createDetachedWorkflow
-            if not detached.name or not detached.instanceId:
-                raise InvalidArgument(
-                    f"action {action.id}: createDetachedWorkflow needs a name and an instanceId"
-                )
-        if k == "sendEvent" and (not action.sendEvent.instance.instanceId or not action.sendEvent.name):
-            raise InvalidArgument(f"action {action.id}: sendEvent needs a target instance and a name")
-        if k == "terminateWorkflow" and not action.terminateWorkflow.instanceId:
-            raise InvalidArgument(f"action {action.id}: terminateWorkflow needs an instanceId")
-        if k == "completeWorkflow" and action.completeWorkflow.workflowStatus not in _COMPLETION_STATUSES:
-            raise InvalidArgument(
-                f"action {action.id}: completeWorkflow status "
-                f"{action.completeWorkflow.workflowStatus} is not a completion status"
             )
 
 
@@ -176,7 +168,7 @@ def schedule_task(a: Applying, action: apb.WorkflowAction, route: opb.TaskRouter
     a.history.append(scheduled)
     details = None
     if not a.ctx.policy.may_call(a.key.app_id, target_app):
-        details = _denied(a.key.app_id, target_app, f"run activity '{task.name}'")
+        details = _denied(a.key.app_id, target_app, f"run activity {quote(task.name)}")
     shared = None if details else a.share(scope)
     details = details or a.too_large(shared)
     if details is not None:
@@ -223,7 +215,7 @@ def create_child_workflow(a: Applying, action: apb.WorkflowAction, route: opb.Ta
     a.history.append(created)
     details = None
     if not a.ctx.policy.may_call(key.app_id, target_app):
-        details = _denied(key.app_id, target_app, f"start child workflow '{child.name}'")
+        details = _denied(key.app_id, target_app, f"start child workflow {quote(child.name)}")
     shared = None if details else a.share(scope)
     details = details or a.too_large(shared)
     if details is not None:
@@ -233,8 +225,8 @@ def create_child_workflow(a: Applying, action: apb.WorkflowAction, route: opb.Ta
     if child_key in a.busy_children:
         details = ev.failure(
             "WorkflowInstanceAlreadyExists",
-            f"a workflow instance with ID '{child_key.instance_id}' already exists "
-            f"and is not finished on app '{child_key.app_id}'",
+            f"a workflow instance with ID {quote(child_key.instance_id)} already exists "
+            f"and is not finished on app {quote(child_key.app_id)}",
             non_retriable=True,
         )
         failed = hpb.ChildWorkflowInstanceFailedEvent(taskScheduledId=action.id, failureDetails=details)
@@ -338,7 +330,7 @@ def complete_workflow(a: Applying, action: apb.WorkflowAction, route: opb.TaskRo
         done.workflowStatus,
         event_id=action.id,
         result=done.result if done.HasField("result") else None,
-        failure=done.failureDetails if done.HasField("failureDetails") else None,
+        failure=failures.bounded(done.failureDetails) if done.HasField("failureDetails") else None,
     )
     completed.router.CopyFrom(route)
     a.history.append(completed)

@@ -12,10 +12,11 @@ from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
 from backend._proto import orchestrator_service_pb2 as spb
 from backend.domain import actions
+from backend.domain import events as ev
 from backend.domain.actions import payload_sizes, target_app_of
 from backend.domain.context import TurnContext
 from backend.domain.creation import activity_task, child_instance_id, make_instance, new_instance
-from backend.domain.endings import record, stall, terminate
+from backend.domain.endings import fail, record, stall, terminate
 from backend.domain.model import InstanceKey, WorkflowCommit
 from backend.domain.projection import project
 from backend.domain.state import RuntimeState
@@ -38,7 +39,11 @@ validate = actions.validate
 
 
 def child_keys(key: InstanceKey, response: spb.WorkflowResponse) -> list[InstanceKey]:
-    """Instances this response would create (the engine checks them for conflicts first)."""
+    """Instances this response would create (the engine checks them for conflicts first).
+
+    The response's fields are checked first, so no malformed or oversized ID reaches a store.
+    """
+    actions.validate_shape(response)
     out = []
     for action in response.actions:
         if action.HasField("createChildWorkflow"):
@@ -48,6 +53,26 @@ def child_keys(key: InstanceKey, response: spb.WorkflowResponse) -> list[Instanc
         elif action.HasField("createDetachedWorkflow") and action.createDetachedWorkflow.instanceId:
             out.append(InstanceKey(target_app_of(key, action), action.createDetachedWorkflow.instanceId))
     return out
+
+
+def _over_budget(
+    ctx: TurnContext, state: RuntimeState, added: list[hpb.HistoryEvent]
+) -> opb.TaskFailureDetails | None:
+    """The history budget (like Temporal's): `state` holds the turn's new events already."""
+    events = state.length + len(added)
+    size = state.size + sum(e.ByteSize() for e in added)
+    if ctx.max_history_events and events > ctx.max_history_events:
+        what = f"{events} events; the limit is {ctx.max_history_events}"
+    elif ctx.max_history_bytes and size > ctx.max_history_bytes:
+        what = f"{size} bytes; the limit is {ctx.max_history_bytes}"
+    else:
+        return None
+    return ev.failure(
+        "HistoryLimitExceeded",
+        f"the workflow's history would grow to {what}: continue as new to start a fresh history "
+        "(ContinueAsNew), or keep large payloads out of it",
+        non_retriable=True,
+    )
 
 
 def apply(
@@ -100,6 +125,9 @@ def apply(
     if applying.restart is not None:
         return applying.restart
     history = applying.history
+    over = _over_budget(ctx, state, history[len(new_events) :])
+    if over is not None:
+        return fail(ctx, state, new_events, over)
     for item in history[len(new_events) :]:
         state.add(item)
     custom = response.customStatus.value if response.HasField("customStatus") else None

@@ -30,3 +30,6 @@ class TurnContext:
     # what history propagation hands on.
     past: Sequence[hpb.HistoryEvent] = ()
     received: hpb.PropagatedHistory | None = None
+    # The history budget of one execution (0: none): a turn that would pass it fails the workflow.
+    max_history_bytes: int = 0
+    max_history_events: int = 0

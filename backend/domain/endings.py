@@ -15,6 +15,7 @@ from backend.domain.model import Gate, InboxItem, InstanceKey, Message, Workflow
 from backend.domain.projection import project, restart_state
 from backend.domain.state import RuntimeState
 from backend.domain.turn import turn_started
+from backend.limits import quote
 
 
 def notify_parent(
@@ -41,7 +42,7 @@ def notify_parent(
                 "WorkflowTerminated"
                 if done.workflowStatus == opb.ORCHESTRATION_STATUS_TERMINATED
                 else "WorkflowFailed",
-                f"child workflow '{key.instance_id}' ended as "
+                f"child workflow {quote(key.instance_id)} ended as "
                 f"{opb.OrchestrationStatus.Name(done.workflowStatus).removeprefix('ORCHESTRATION_STATUS_')}",
             )
         )
@@ -157,4 +158,22 @@ def record(ctx: TurnContext, state: RuntimeState, batch: list[InboxItem]) -> Wor
         state.add(item)
     return WorkflowCommit(
         key=ctx.key, consumed=ctx.consumed, new_history=history, state=project(ctx.stored, state, now=ctx.now)
+    )
+
+
+def fail(
+    ctx: TurnContext, state: RuntimeState, new_events: list[hpb.HistoryEvent], details: opb.TaskFailureDetails
+) -> WorkflowCommit:
+    """The server fails the execution itself (a limit it cannot go past): the turn's events are
+    recorded, then the failure; the parent hears of it; queued work is dropped."""
+    completed = ev.execution_completed(ctx.now, opb.ORCHESTRATION_STATUS_FAILED, failure=details)
+    history = [*new_events, completed]
+    state.add(completed)
+    return WorkflowCommit(
+        key=ctx.key,
+        consumed=ctx.consumed,
+        new_history=history,
+        state=project(ctx.stored, state, now=ctx.now),
+        messages=notify_parent(ctx.key, state, completed.executionCompleted, ctx.now),
+        cancel_pending=True,
     )

@@ -35,6 +35,10 @@ class RuntimeState:
     action_ids: set[int] = field(default_factory=set)
     last_turn_at: datetime | None = None
     length: int = 0
+    size: int = 0  # encoded bytes of the history folded so far (the history budget)
+    # What the last large-history warning reported (the engine warns once per threshold).
+    warned_events: int = 0
+    warned_bytes: int = 0
 
     @classmethod
     def of(cls, history: list[hpb.HistoryEvent]) -> RuntimeState:
@@ -61,6 +65,7 @@ class RuntimeState:
     def add(self, ev: hpb.HistoryEvent) -> None:
         """Fold one event that is (now) part of the history."""
         self.length += 1
+        self.size += ev.ByteSize()
         k = kind(ev)
         if ev.eventId >= 0:
             self.action_ids.add(ev.eventId)

@@ -1,18 +1,26 @@
 """One activity run: hand a leased activity to a worker of its app, and
-deliver the result to the parent workflow's inbox on the parent's app."""
+deliver the result to the parent workflow's inbox on the parent's app.
+
+A result the store refuses (not an outage) is replaced at once by a small non-retriable
+failure naming the reason, so the parent learns of it and the activity does not run again;
+when even that fails, or the store is unreachable, the activity is retried after a backoff
+that grows with its consecutive failures (never at once, never in a hot loop)."""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestrator_service_pb2 as spb
 from backend.config import Config
 from backend.domain import events as ev
 from backend.domain.model import Message
+from backend.engine import backoff
 from backend.engine.notify import Notifier
 from backend.engine.streams import StreamGone, StreamHub
-from backend.errors import LeaseLost, PayloadTooLarge
+from backend.engine.strikes import Strikes
+from backend.errors import LeaseLost, PayloadTooLarge, Unavailable
 from backend.store.base import ActivityLease, Store
 
 log = logging.getLogger("backend.activities")
@@ -62,6 +70,43 @@ class ActivityRuns:
         self._hub = hub
         self._notifier = notifier
         self._config = config
+        self._strikes: Strikes[int | str] = Strikes()
+
+    def _later(self, lease: ActivityLease) -> datetime:
+        strikes = self._strikes.hit(lease.id)
+        seconds = backoff.delay(
+            strikes, base=self._config.retry_failed_turn_seconds, cap=self._config.retry_max_seconds
+        )
+        return ev.utcnow() + timedelta(seconds=seconds)
+
+    async def _deliver(self, lease: ActivityLease, result: hpb.HistoryEvent) -> hpb.HistoryEvent:
+        """Store the result in the parent's inbox; one the store refuses becomes a failure."""
+        task = lease.task
+        try:
+            await self._store.complete_activity(lease, Message(target=task.parent, event=result))
+            return result
+        except (LeaseLost, Unavailable):
+            raise
+        except Exception as err:
+            log.exception(
+                "the result of activity %s for %s was refused by the store", task.request.name, task.parent
+            )
+            refused = ev.event(
+                ev.utcnow(),
+                taskFailed=hpb.TaskFailedEvent(
+                    taskScheduledId=task.request.taskId,
+                    failureDetails=ev.failure(
+                        "ActivityResultNotStored",
+                        f"the result of activity '{task.request.name[:100]}' could not be stored: "
+                        f"{type(err).__name__}: {str(err)[:200]}",
+                        non_retriable=True,
+                    ),
+                    taskExecutionId=task.request.taskExecutionId,
+                ),
+            )
+            refused.router.CopyFrom(task.router)
+            await self._store.complete_activity(lease, Message(target=task.parent, event=refused))
+            return refused
 
     async def run(self, lease: ActivityLease) -> None:
         task = lease.task
@@ -87,10 +132,11 @@ class ActivityRuns:
             assert isinstance(response, spb.ActivityResponse)
             result = result_event(lease, response, self._config.max_payload_bytes)
             try:
-                await self._store.complete_activity(lease, Message(target=task.parent, event=result))
+                result = await self._deliver(lease, result)
             except LeaseLost as err:
                 # The parent moved on (finished, restarted or was purged): nothing to deliver.
                 log.info("result of activity %s for %s dropped: %s", request.name, task.parent, err)
+            self._strikes.clear(lease.id)
             if (
                 result.HasField("taskFailed")
                 and result.taskFailed.failureDetails.errorType == "PayloadSizeExceeded"
@@ -100,13 +146,17 @@ class ActivityRuns:
                 pending.outcome.set_result(None)
             self._notifier.wake(task.parent.app_id)
         except Exception as err:
+            retry_at = self._later(lease)
             log.exception(
-                "activity %s for %s failed to complete; it will run again", request.name, task.parent
+                "activity %s for %s failed to complete; it runs again after %s",
+                request.name,
+                task.parent,
+                retry_at.isoformat(timespec="seconds"),
             )
             if not pending.outcome.done():
                 pending.outcome.set_exception(err)
             try:
-                await self._store.abandon_activity(lease, retry_at=None)
+                await self._store.abandon_activity(lease, retry_at=retry_at)
             except Exception:
                 log.exception("could not release activity lease; it expires by itself")
         finally:

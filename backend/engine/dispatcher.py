@@ -66,6 +66,11 @@ class Dispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def tasks(self) -> set[asyncio.Task[None]]:
+        """The work items this dispatcher is running now."""
+        return set(self._tasks)
+
     def _free(self, kind: str) -> int:
         return min(_LEASE_BATCH, self._hub.capacity(self.app_id, kind) - self._preparing[kind])
 

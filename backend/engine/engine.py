@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from datetime import timedelta
 
@@ -31,6 +32,9 @@ class Engine:
         self.hub = StreamHub(
             max_workflows_per_stream=config.max_workflows_per_stream,
             max_activities_per_stream=config.max_activities_per_stream,
+            max_streams_per_app=config.max_streams_per_app,
+            max_bytes_per_stream=config.max_stream_bytes_in_flight,
+            stuck_seconds=config.stream_stuck_seconds,
         )
         self.hub.on_capacity(self.notifier.wake)
         self.hub.on_connect(self._worker_connected)
@@ -52,9 +56,10 @@ class Engine:
                 activities=activities,
                 config=config,
             )
-            for app_id in app_ids
+            for app_id in dict.fromkeys(app_ids)  # an app on several listeners has one dispatcher
         ]
         self._loops: list[asyncio.Task[None]] = []
+        self._dispatch_loops: list[asyncio.Task[None]] = []
 
     def _worker_connected(self, app_id: str) -> None:
         """A new worker may carry the version a stalled workflow was missing."""
@@ -72,8 +77,11 @@ class Engine:
 
     async def start(self) -> None:
         for dispatcher in self._dispatchers:
-            self._loops.append(asyncio.create_task(dispatcher.run(), name=f"dispatcher-{dispatcher.app_id}"))
+            loop = asyncio.create_task(dispatcher.run(), name=f"dispatcher-{dispatcher.app_id}")
+            self._dispatch_loops.append(loop)
+            self._loops.append(loop)
         self._loops.append(asyncio.create_task(self._renew_leases(), name="lease-renewal"))
+        self._loops.append(asyncio.create_task(self._watch_streams(), name="stream-watch"))
         if self.store.changes() is not None:
             self._loops.append(asyncio.create_task(self._follow_changes(), name="store-changes"))
 
@@ -95,6 +103,20 @@ class Engine:
                 log.exception("store change feed failed; polling until it is back")
             await asyncio.sleep(self.config.poll_seconds)
 
+    async def _watch_streams(self) -> None:
+        """Close streams whose worker stopped reading, so their work moves to others."""
+        interval = max(0.1, self.config.stream_stuck_seconds / 4)
+        while True:
+            await asyncio.sleep(interval)
+            for stream in self.hub.close_stuck(time.monotonic()):
+                log.warning(
+                    "closed worker stream %d of app %s: it took no work item for %.0fs",
+                    stream.id,
+                    stream.app_id,
+                    self.config.stream_stuck_seconds,
+                )
+                self.notifier.wake(stream.app_id)
+
     async def _renew_leases(self) -> None:
         interval = self.config.lease_seconds / 3
         while True:
@@ -107,6 +129,17 @@ class Engine:
                 )
             except Exception:
                 log.exception("lease renewal failed; retrying in %.0fs", interval)
+
+    async def quiesce(self, grace: float) -> int:
+        """Stop handing out new work, and give what is in flight up to `grace` seconds to
+        complete (workers' streams stay open for their completions). The number still running."""
+        for loop in self._dispatch_loops:
+            loop.cancel()
+        running = [t for d in self._dispatchers for t in d.tasks]
+        if running and grace > 0:
+            _, still = await asyncio.wait(running, timeout=grace)
+            return len(still)
+        return len(running)
 
     async def stop(self) -> None:
         """Stop dispatching; in-flight work is abandoned and stays in the store."""

@@ -25,9 +25,14 @@ class Entry:
 
 
 class HistoryCache:
-    def __init__(self, max_instances: int) -> None:
+    """Bounded by instances and by bytes (a few huge histories must not hold the memory)."""
+
+    def __init__(self, max_instances: int, max_bytes: int = 128 * 1024 * 1024) -> None:
         self._max = max_instances
+        self._max_bytes = max_bytes
         self._entries: OrderedDict[InstanceKey, Entry] = OrderedDict()
+        self._sizes: dict[InstanceKey, int] = {}
+        self.bytes = 0
 
     def get(self, key: InstanceKey, execution_id: str, length: int) -> Entry | None:
         entry = self._entries.get(key)
@@ -37,12 +42,17 @@ class HistoryCache:
         return entry
 
     def put(self, key: InstanceKey, entry: Entry) -> None:
-        if self._max <= 0:
+        if self._max <= 0 or entry.state.size > self._max_bytes:
+            self.drop(key)
             return
+        self.drop(key)
         self._entries[key] = entry
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        self._sizes[key] = entry.state.size
+        self.bytes += entry.state.size
+        while len(self._entries) > self._max or self.bytes > self._max_bytes:
+            oldest, _ = self._entries.popitem(last=False)
+            self.bytes -= self._sizes.pop(oldest, 0)
 
     def drop(self, key: InstanceKey) -> None:
-        self._entries.pop(key, None)
+        if self._entries.pop(key, None) is not None:
+            self.bytes -= self._sizes.pop(key, 0)

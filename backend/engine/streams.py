@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from backend._proto import orchestrator_service_pb2 as spb
-from backend.errors import InvalidArgument, NotFound, PermissionDenied
+from backend.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 
 
 class StreamGone(Exception):
@@ -33,6 +35,14 @@ class WorkerStream:
     warm: dict[str, int] = field(default_factory=dict)  # instance id -> events the worker caches
     pending: set[str] = field(default_factory=set)  # completion tokens
     closed: bool = False
+    bytes: int = 0  # encoded size of the work items in flight on it
+    # Since when the current send has waited for the worker to take it (None: not sending);
+    # a worker that stops reading leaves it set, and the hub closes the stream.
+    sending_since: float | None = None
+    task: asyncio.Task[Any] | None = None  # the GetWorkItems call, cancelled to close the stream
+    last_completion: float = 0.0  # monotonic time of the latest completion from its worker
+    # A work item timed out on it with no completion since: no more work until it completes one.
+    silent: bool = False
 
 
 @dataclass(eq=False)
@@ -42,6 +52,7 @@ class Pending:
     kind: str  # "workflow" | "activity"
     instance_id: str
     task_id: int = -1
+    size: int = 0
     response: asyncio.Future[object] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -53,12 +64,23 @@ class Pending:
 
 
 class StreamHub:
-    def __init__(self, *, max_workflows_per_stream: int, max_activities_per_stream: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_workflows_per_stream: int,
+        max_activities_per_stream: int,
+        max_streams_per_app: int = 64,
+        max_bytes_per_stream: int = 32 * 1024 * 1024,
+        stuck_seconds: float = 30.0,
+    ) -> None:
         self._streams: dict[str, list[WorkerStream]] = {}
         self._pending: dict[str, Pending] = {}
         self._ids = itertools.count(1)
         self._max_wf = max_workflows_per_stream
         self._max_act = max_activities_per_stream
+        self._max_streams = max_streams_per_app
+        self._max_bytes = max_bytes_per_stream
+        self._stuck_seconds = stuck_seconds
         self._listeners: list[Callable[[str], None]] = []
         self._connect_listeners: list[Callable[[str], None]] = []
 
@@ -77,6 +99,11 @@ class StreamHub:
             listener(app_id)
 
     def connect(self, app_id: str, capabilities: list[int]) -> WorkerStream:
+        if len(self._streams.get(app_id, [])) >= self._max_streams:
+            raise ResourceExhausted(
+                f"app '{app_id}' has {self._max_streams} worker streams connected, the most this server "
+                "takes per app; close idle workers or run fewer worker processes"
+            )
         stream = WorkerStream(
             app_id=app_id,
             stateful=spb.WORKER_CAPABILITY_STATEFUL_HISTORY in capabilities,
@@ -102,6 +129,21 @@ class StreamHub:
         stream.pending.clear()
         stream.queue.put_nowait(None)
 
+    def close_stuck(self, now: float) -> list[WorkerStream]:
+        """Close the streams whose worker has not taken a work item for stuck_seconds: their
+        work goes back to be dispatched to others."""
+        stuck = [
+            s
+            for streams in self._streams.values()
+            for s in streams
+            if s.sending_since is not None and now - s.sending_since > self._stuck_seconds
+        ]
+        for stream in stuck:
+            self.disconnect(stream)
+            if stream.task is not None:
+                stream.task.cancel()
+        return stuck
+
     def close_all(self) -> None:
         for streams in list(self._streams.values()):
             for stream in list(streams):
@@ -110,15 +152,22 @@ class StreamHub:
     def connected(self, app_id: str) -> bool:
         return bool(self._streams.get(app_id))
 
+    def _takes_more(self, stream: WorkerStream) -> bool:
+        return stream.bytes < self._max_bytes and not stream.silent
+
+    def is_pending(self, token: str) -> bool:
+        """Still waiting for its completion (not taken back or completed meanwhile)."""
+        return token in self._pending
+
     def capacity(self, app_id: str, kind: str) -> int:
-        streams = self._streams.get(app_id, [])
+        streams = [s for s in self._streams.get(app_id, []) if self._takes_more(s)]
         if kind == "workflow":
             return sum(max(0, self._max_wf - s.workflows) for s in streams)
         return sum(max(0, self._max_act - s.activities) for s in streams)
 
     def pick(self, app_id: str, kind: str, instance_id: str = "") -> WorkerStream | None:
         """A stream with a free slot: the one warm for the instance, else the least loaded."""
-        streams = self._streams.get(app_id, [])
+        streams = [s for s in self._streams.get(app_id, []) if self._takes_more(s)]
         if kind == "workflow":
             free = [s for s in streams if s.workflows < self._max_wf]
             warm = [s for s in free if instance_id in s.warm]
@@ -131,13 +180,24 @@ class StreamHub:
     # -- dispatch and completion -------------------------------------------
 
     def send(
-        self, stream: WorkerStream, item: spb.WorkItem, *, kind: str, instance_id: str, task_id: int = -1
+        self,
+        stream: WorkerStream,
+        item: spb.WorkItem,
+        *,
+        kind: str,
+        instance_id: str,
+        task_id: int = -1,
+        size: int | None = None,
     ) -> Pending:
         token = uuid.uuid4().hex
         item.completionToken = token
-        pending = Pending(token=token, stream=stream, kind=kind, instance_id=instance_id, task_id=task_id)
+        size = item.ByteSize() if size is None else size
+        pending = Pending(
+            token=token, stream=stream, kind=kind, instance_id=instance_id, task_id=task_id, size=size
+        )
         self._pending[token] = pending
         stream.pending.add(token)
+        stream.bytes += size
         if kind == "workflow":
             stream.workflows += 1
         else:
@@ -149,6 +209,8 @@ class StreamHub:
         """Release the slot a dispatched item held (after commit, abandon or disconnect)."""
         self._pending.pop(pending.token, None)
         stream = pending.stream
+        if pending.token in stream.pending:
+            stream.bytes -= pending.size
         stream.pending.discard(pending.token)
         if pending.kind == "workflow":
             stream.workflows -= 1
@@ -186,6 +248,8 @@ class StreamHub:
             raise InvalidArgument(
                 f"the completion token was issued for task {pending.task_id}, not task {task_id}"
             )
+        pending.stream.last_completion = time.monotonic()
+        pending.stream.silent = False
         return pending
 
     def _claim_untokened(self, app_id: str, kind: str, instance_id: str, task_id: int) -> Pending:
@@ -206,6 +270,8 @@ class StreamHub:
         if pending is None:
             what = f"instance '{_short(instance_id)}'" + (f" task {task_id}" if kind == "activity" else "")
             raise NotFound(f"no {kind} work item is in flight for {what} on app '{app_id}'")
+        pending.stream.last_completion = time.monotonic()
+        pending.stream.silent = False
         return pending
 
 

@@ -1,30 +1,49 @@
 """One workflow turn: load state, plan, run on a worker (or not), commit.
 
-Called by the Dispatcher with a leased instance. Any failure abandons the
-lease, leaving the inbox untouched for a later turn.
+Called by the Dispatcher with a leased instance. Any failure abandons the lease, leaving
+the inbox untouched for a later turn, after a backoff that grows with the instance's
+consecutive failures; none of them loops hot, and each has an end:
+- the worker's stream went away, or the turn waited --workflow-task-timeout with no completion
+  coming from that stream (ten times that in any case): offered again
+  (at once the first time); a large work item that keeps losing its stream FAILS the workflow
+  (workers whose gRPC receive limit is below it would otherwise disconnect forever);
+- the worker answered with malformed actions: parked STALLED after max_turn_failures answers,
+  offered again when a worker of the app connects;
+- the store refused the commit: the execution FAILS after max_turn_failures tries;
+- the store is unreachable: retried, backing off up to retry_max_seconds, for as long as it takes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 
 from backend._proto import history_events_pb2 as hpb
+from backend._proto import orchestration_pb2 as opb
 from backend._proto import orchestrator_service_pb2 as spb
 from backend.config import Config
-from backend.domain import applier
+from backend.domain import applier, endings
+from backend.domain import events as ev
 from backend.domain.events import utcnow
 from backend.domain.model import InboxItem, InstanceKey, WorkflowCommit, is_terminal
 from backend.domain.state import RuntimeState
 from backend.domain.turn import Mode, plan, turn_started, workflow_request
+from backend.engine import backoff
 from backend.engine.history_cache import Entry, HistoryCache
 from backend.engine.notify import Notifier
-from backend.engine.streams import StreamGone, StreamHub
-from backend.errors import InvalidArgument, LeaseLost
+from backend.engine.streams import Pending, StreamGone, StreamHub
+from backend.engine.strikes import Strikes
+from backend.errors import InvalidArgument, LeaseLost, Unavailable
 from backend.store.base import Store, WorkflowLease
 
 log = logging.getLogger("backend.turns")
+
+# Items larger than the SDKs' default gRPC receive limit (4 MiB) that keep losing their stream
+# are taken to be undeliverable to these workers.
+_SDK_DEFAULT_RECEIVE = 4 * 1024 * 1024
+_LOST_STREAMS_BEFORE_FAILING = 3
 
 
 class WorkflowTurns:
@@ -33,7 +52,9 @@ class WorkflowTurns:
         self._hub = hub
         self._notifier = notifier
         self._config = config
-        self._cache = HistoryCache(config.history_cache_instances)
+        self._cache = HistoryCache(config.history_cache_instances, config.history_cache_bytes)
+        self._strikes: Strikes[InstanceKey] = Strikes()
+        self._max_send = config.max_send_bytes
 
     async def _load(self, lease: WorkflowLease) -> tuple[list[hpb.HistoryEvent], RuntimeState]:
         """The committed history and a private copy of its folded state."""
@@ -66,6 +87,8 @@ class WorkflowTurns:
                 policy=self._config.security.policy,
                 past=history,
                 received=lease.propagated,
+                max_history_bytes=self._config.max_history_bytes,
+                max_history_events=self._config.max_history_events,
             )
             if turn.mode is Mode.WAIT:
                 await self._store.abandon_workflow(lease, retry_at=now + timedelta(seconds=1))
@@ -86,20 +109,82 @@ class WorkflowTurns:
             self._after_commit(lease, commit, history, state)
         except LeaseLost as err:
             log.warning("turn for %s dropped: %s", key, err)
-        except Exception:
-            log.exception("turn for %s failed; the lease is released for a retry", key)
-            await self._abandon(lease, retry=True)
+        except Unavailable as err:
+            strikes = self._strikes.hit(key)
+            log.warning("turn for %s waits for the store (try %d): %s", key, strikes, err)
+            await self._abandon(lease, after=self._delay(strikes))
+        except Exception as err:
+            strikes = self._strikes.hit(key)
+            if strikes >= self._config.max_turn_failures:
+                log.exception("turn for %s failed %d times; failing the workflow", key, strikes)
+                await self._give_up(lease, err, strikes)
+            else:
+                log.exception("turn for %s failed (try %d); retrying later", key, strikes)
+                await self._abandon(lease, after=self._delay(strikes))
 
-    async def _abandon(self, lease: WorkflowLease, *, retry: bool) -> None:
+    def _delay(self, strikes: int) -> float:
+        return backoff.delay(
+            strikes, base=self._config.retry_failed_turn_seconds, cap=self._config.retry_max_seconds
+        )
+
+    async def _abandon(self, lease: WorkflowLease, *, after: float | None) -> None:
+        """Release the lease; nobody takes the instance again for `after` seconds."""
         try:
             await self._store.abandon_workflow(
-                lease,
-                retry_at=utcnow() + timedelta(seconds=self._config.retry_failed_turn_seconds)
-                if retry
-                else None,
+                lease, retry_at=None if after is None else utcnow() + timedelta(seconds=after)
             )
         except Exception:
             log.exception("could not release lease on %s; it expires by itself", lease.key)
+
+    def _context(self, lease: WorkflowLease, state: RuntimeState) -> applier.TurnContext:
+        return applier.TurnContext(
+            key=lease.key,
+            now=utcnow(),
+            stored=lease.state,
+            consumed=[i.id for i in lease.inbox],
+            max_payload_bytes=self._config.max_payload_bytes,
+            stalled_before=state.stalled,
+        )
+
+    async def _park(
+        self, lease: WorkflowLease, state: RuntimeState, stalled: hpb.ExecutionStalledEvent
+    ) -> None:
+        """STALLED with the reason; offered again when a worker of the app connects."""
+        ctx = self._context(lease, state)
+        log.warning("workflow %s is STALLED: %s", lease.key, stalled.description)
+        commit = applier.stall(ctx, state, stalled)
+        await self._store.commit_workflow(lease, commit, now=ctx.now)
+        self._strikes.clear(lease.key)
+        self._cache.drop(lease.key)
+        self._notifier.changed(lease.key, commit.state)
+
+    async def _give_up(self, lease: WorkflowLease, err: Exception, strikes: int) -> None:
+        """The store keeps refusing this turn: the execution fails with the reason."""
+        details = ev.failure(
+            "TurnNotApplied",
+            f"the server could not apply this workflow's turn {strikes} times: "
+            f"{type(err).__name__}: {str(err)[:200]}",
+            non_retriable=True,
+        )
+        await self._fail(lease, details)
+
+    async def _fail(self, lease: WorkflowLease, details: opb.TaskFailureDetails) -> None:
+        """The server ends the execution as FAILED with the reason; the leased inbox (which may
+        hold what could not be applied) is consumed with it."""
+        try:
+            _, state = await self._load(lease)
+            ctx = self._context(lease, state)
+            commit = endings.fail(ctx, state, [], details)
+            await self._store.commit_workflow(lease, commit, now=ctx.now)
+        except Exception:
+            log.exception("could not fail workflow %s either; retrying later", lease.key)
+            await self._abandon(lease, after=self._config.retry_max_seconds)
+            return
+        log.warning("workflow %s FAILED: %s", lease.key, details.errorMessage)
+        self._strikes.clear(lease.key)
+        self._cache.drop(lease.key)
+        self._notifier.changed(lease.key, commit.state)
+        self._notifier.wake(None)
 
     def _after_commit(
         self,
@@ -109,6 +194,8 @@ class WorkflowTurns:
         state: RuntimeState,
     ) -> None:
         key = lease.key
+        self._strikes.clear(key)
+        self._warn_if_large(key, state)
         committed = len(history) + len(commit.new_history)
         if commit.reset_history or is_terminal(commit.state.workflowStatus) or state.length != committed:
             # Restarted, finished, or a stall (the state folded events that were not committed).
@@ -120,6 +207,64 @@ class WorkflowTurns:
             )
         self._notifier.changed(key, commit.state)
         self._notifier.wake(None)
+
+    def _warn_if_large(self, key: InstanceKey, state: RuntimeState) -> None:
+        """Once, as the history passes the warning size (the log is the operator's signal)."""
+        c = self._config
+        events_crossed = c.warn_history_events and state.length >= c.warn_history_events > state.warned_events
+        bytes_crossed = c.warn_history_bytes and state.size >= c.warn_history_bytes > state.warned_bytes
+        if events_crossed or bytes_crossed:
+            state.warned_events, state.warned_bytes = state.length, state.size
+            log.warning(
+                "workflow %s has a large history: %d events, %d bytes (the workflow fails past %d events "
+                "or %d bytes): consider continue-as-new",
+                key,
+                state.length,
+                state.size,
+                c.max_history_events,
+                c.max_history_bytes,
+            )
+
+    async def _response(self, pending: Pending) -> object:
+        """The worker's answer. Taken back (TimeoutError) after --workflow-task-timeout without a
+        completion from that stream (a worker busy completing other items keeps its queue), and in
+        any case after ten timeouts."""
+        timeout = self._config.workflow_task_timeout_seconds
+        sent = time.monotonic()
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    return await asyncio.shield(pending.response)
+            except TimeoutError:
+                now = time.monotonic()
+                if now - max(sent, pending.stream.last_completion) >= timeout:
+                    pending.stream.silent = True  # no more work for it until it completes something
+                    raise
+                if now - sent >= 10 * timeout:
+                    raise
+
+    async def _lost(self, lease: WorkflowLease, state: RuntimeState, size: int, err: Exception) -> None:
+        """The work item went out and no answer came back (stream gone or task timeout)."""
+        key = lease.key
+        strikes = self._strikes.hit(key)
+        why = "its stream disconnected" if isinstance(err, StreamGone) else "it timed out"
+        log.info("workflow work item for %s taken back (%s, %d in a row)", key, why, strikes)
+        if size > _SDK_DEFAULT_RECEIVE and strikes >= _LOST_STREAMS_BEFORE_FAILING:
+            # Terminal, not STALLED: a stall is offered again whenever a worker connects, and each
+            # offer would cost that worker its stream again.
+            await self._fail(
+                lease,
+                ev.failure(
+                    "WorkItemUndeliverable",
+                    f"{strikes} times in a row this workflow's work item ({size} bytes) was lost on its "
+                    "way to a worker: the workers' gRPC receive limit is probably below it (SDK default "
+                    "4 MiB). Raise it (e.g. DAPR_GRPC_MAX_INBOUND_MESSAGE_SIZE_BYTES), or keep the "
+                    "history small with continue-as-new, then rerun the workflow",
+                    non_retriable=True,
+                ),
+            )
+            return
+        await self._abandon(lease, after=None if strikes == 1 else self._delay(strikes - 1))
 
     async def _busy_children(
         self, key: InstanceKey, response: spb.WorkflowResponse
@@ -163,15 +308,26 @@ class WorkflowTurns:
             len(new_events),
             cached or "none",
         )
-        pending = self._hub.send(
-            stream, spb.WorkItem(workflowRequest=request), kind="workflow", instance_id=key.instance_id
-        )
+        item = spb.WorkItem(workflowRequest=request)
+        size = item.ByteSize()
+        if size > self._max_send:
+            # Never put on a stream what gRPC cannot send: it would tear the stream down.
+            details = ev.failure(
+                "WorkItemTooLarge",
+                f"this workflow's next work item is {size} bytes; the server sends at most "
+                f"{self._max_send}: continue as new to start a fresh history",
+                non_retriable=True,
+            )
+            commit = endings.fail(ctx, state, new_events, details)
+            await self._store.commit_workflow(lease, commit, now=ctx.now)
+            return commit
+        pending = self._hub.send(stream, item, kind="workflow", instance_id=key.instance_id, size=size)
         try:
             try:
-                response = await pending.response
-            except StreamGone:
+                response = await self._response(pending)
+            except (StreamGone, TimeoutError) as err:
                 stream.warm.pop(key.instance_id, None)
-                await self._abandon(lease, retry=False)
+                await self._lost(lease, state, size, err)
                 return None
             assert isinstance(response, spb.WorkflowResponse)
             if stream.stateful:
@@ -182,8 +338,21 @@ class WorkflowTurns:
             except InvalidArgument as err:
                 pending.outcome.set_exception(err)
                 stream.warm.pop(key.instance_id, None)
-                log.warning("worker answered %s with a malformed response: %s", key, err)
-                await self._abandon(lease, retry=True)
+                strikes = self._strikes.hit(key)
+                log.warning("worker answered %s with a malformed response (%d): %s", key, strikes, err)
+                if strikes >= self._config.max_turn_failures:
+                    await self._park(
+                        lease,
+                        RuntimeState.of(history),
+                        hpb.ExecutionStalledEvent(
+                            reason=opb.VERSION_NOT_AVAILABLE,
+                            description=f"the worker answered {strikes} turns with malformed actions "
+                            f"(last: {str(err)[:200]}); fix the workflow or SDK: it is offered again "
+                            "when a worker of the app connects",
+                        ),
+                    )
+                else:
+                    await self._abandon(lease, after=self._delay(strikes))
                 return None
             try:
                 await self._store.commit_workflow(lease, commit, now=ctx.now)

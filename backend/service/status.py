@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from backend import errors
+from backend import errors, limits
 
 log = logging.getLogger("backend.service")
 
@@ -27,6 +27,7 @@ _CODES: dict[type[errors.SidecarError], grpc.StatusCode] = {
     errors.LeaseLost: grpc.StatusCode.ABORTED,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
@@ -43,7 +44,8 @@ async def grpc_errors(context: Ctx, rpc: str) -> AsyncIterator[None]:
     try:
         yield
     except errors.SidecarError as err:
-        await context.abort(code_for(err), str(err))
+        # Cut whatever the message quotes: it travels as a header, and clients refuse large ones.
+        await context.abort(code_for(err), limits.clip(str(err)))
     except grpc.aio.AbortError:
         raise
     except Exception:

@@ -7,12 +7,14 @@ the turn's commit, so a malformed response is answered with its error.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import empty_pb2
 
 from backend._proto import orchestrator_service_pb2 as spb
+from backend.domain import failures
 from backend.engine.streams import StreamHub
 from backend.security.interceptor import caller
 from backend.service.status import Ctx, grpc_errors
@@ -31,7 +33,9 @@ class WorkerRpcs:
         self, request: spb.GetWorkItemsRequest, context: Ctx
     ) -> AsyncIterator[spb.WorkItem]:
         # The stream receives work of the app its credentials proved, and no other.
-        stream = self._hub.connect(caller(), list(request.capabilities))
+        async with grpc_errors(context, "GetWorkItems"):
+            stream = self._hub.connect(caller(), list(request.capabilities))
+        stream.task = asyncio.current_task()
         try:
             while True:
                 try:
@@ -39,11 +43,18 @@ class WorkerRpcs:
                         item = await stream.queue.get()
                 except TimeoutError:
                     if stream.health_ping:
-                        yield spb.WorkItem(healthPing=spb.HealthPing())
-                    continue
-                if item is None:  # the hub closed the stream (server stopping)
+                        item = spb.WorkItem(healthPing=spb.HealthPing())
+                    else:
+                        continue
+                if item is None:  # the hub closed the stream (server stopping, or stuck)
                     return
+                if item.completionToken and not self._hub.is_pending(item.completionToken):
+                    continue  # taken back while it waited here: it went to another stream
+                # While the worker does not take it, the send waits here: the hub closes
+                # a stream whose send has waited too long (engine.py, close_stuck).
+                stream.sending_since = time.monotonic()
                 yield item
+                stream.sending_since = None
         finally:
             self._hub.disconnect(stream)
 
@@ -72,6 +83,9 @@ class WorkerRpcs:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "an activity response carries either a result or failureDetails, not both",
             )
+        if request.HasField("failureDetails"):
+            # Too large a failure is cut, not refused: the task still fails with the user's error.
+            failures.bound_in_place(request.failureDetails)
         return await self._complete(
             "activity",
             request.completionToken,
