@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from backend import limits
 from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
 from backend._proto import orchestrator_actions_pb2 as apb
@@ -214,7 +215,16 @@ def create_child_workflow(a: Applying, action: apb.WorkflowAction, route: opb.Ta
     created.router.CopyFrom(route)
     a.history.append(created)
     details = None
-    if not a.ctx.policy.may_call(key.app_id, target_app):
+    if len(child_key.instance_id) > limits.MAX_INSTANCE_ID_CHARS:
+        # A default child ID (the parent's plus ":NNNN") can pass the bound of a long parent ID;
+        # such an instance could never be addressed again, so it is not created.
+        details = ev.failure(
+            "InvalidChildInstanceId",
+            f"the child's default instance ID would be {len(child_key.instance_id)} characters; at most "
+            f"{limits.MAX_INSTANCE_ID_CHARS} are accepted: give the child an instance ID of its own",
+            non_retriable=True,
+        )
+    elif not a.ctx.policy.may_call(key.app_id, target_app):
         details = _denied(key.app_id, target_app, f"start child workflow {quote(child.name)}")
     shared = None if details else a.share(scope)
     details = details or a.too_large(shared)

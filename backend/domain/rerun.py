@@ -15,6 +15,7 @@ from datetime import datetime
 
 from google.protobuf import wrappers_pb2
 
+from backend import limits
 from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
 from backend.domain import events as ev
@@ -130,6 +131,16 @@ def fork(
                 req.new_key.instance_id, event.eventId
             )
     rerun.append(target)
+    for event in rerun:
+        if event.HasField("childWorkflowInstanceCreated"):
+            child_id = event.childWorkflowInstanceCreated.instanceId
+            if len(child_id) > limits.MAX_INSTANCE_ID_CHARS:
+                # A child nobody could address by its ID again must not be created.
+                raise InvalidArgument(
+                    f"the rerun's child workflow would get an instance ID of {len(child_id)} characters "
+                    f"(at most {limits.MAX_INSTANCE_ID_CHARS}): choose a shorter newInstanceID or give "
+                    "newChildWorkflowInstanceID"
+                )
     return _seed(req.new_key, kept, rerun, now=now)
 
 

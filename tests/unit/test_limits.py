@@ -3,6 +3,8 @@ and the worker-action checks that refuse a response before anything is applied."
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from google.protobuf import timestamp_pb2, wrappers_pb2
 
@@ -392,3 +394,16 @@ def test_a_terminate_reason_is_a_payload() -> None:
     big = apb.TerminateWorkflowAction(instanceId="other", reason=ev.sv("r" * 500))
     commit = Turn(BASE, limit=100).apply(response(action(5, terminateWorkflow=big)))
     assert commit.state.workflowStatus == opb.ORCHESTRATION_STATUS_STALLED
+
+
+def test_a_default_child_id_past_the_bound_fails_the_child_task_instead_of_creating_it() -> None:
+    """Found by the fuzz suite: a 1,024-character parent's default child ID (parent + ':0001')
+    named an instance nobody could read, terminate or purge by its ID."""
+    long_parent = InstanceKey(KEY.app_id, "p" * limits.MAX_INSTANCE_ID_CHARS)
+    turn = Turn(BASE)
+    turn.ctx = dataclasses.replace(turn.ctx, key=long_parent)
+    commit = turn.apply(response(action(1, createChildWorkflow=apb.CreateChildWorkflowAction(name="child"))))
+    assert commit.new_instances == []
+    (failed,) = [m.event for m in commit.messages]
+    details = failed.childWorkflowInstanceFailed.failureDetails
+    assert details.errorType == "InvalidChildInstanceId" and details.isNonRetriable
