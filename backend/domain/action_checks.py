@@ -101,8 +101,12 @@ def _complete_workflow(what: str, done: apb.CompleteWorkflowAction) -> None:
     _version(done, what, "newVersion")
     for i, carried in enumerate(done.carryoverEvents):
         # Carried events enter the next generation's history as they are: a bad time there
-        # would fail every later turn.
+        # would fail every later turn. The SDKs carry unprocessed external events only; any other
+        # kind would put unchecked fields into a history.
         where = f"{what}.carryoverEvents[{i}]"
+        if not carried.HasField("eventRaised"):
+            kind = carried.WhichOneof("eventType") or "no event"
+            raise InvalidArgument(f"{where} is {kind}: only eventRaised events can be carried over")
         if carried.HasField("timestamp"):
             validate.timestamp(carried.timestamp, f"{where}.timestamp")
         if carried.HasField("eventRaised"):  # bounded, not required: it was accepted once already

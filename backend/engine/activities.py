@@ -20,7 +20,7 @@ from backend.engine import backoff
 from backend.engine.notify import Notifier
 from backend.engine.streams import StreamGone, StreamHub
 from backend.engine.strikes import Strikes
-from backend.errors import LeaseLost, PayloadTooLarge, Unavailable
+from backend.errors import LeaseLost, NotFound, PayloadTooLarge, Unavailable
 from backend.store.base import ActivityLease, Store
 
 log = logging.getLogger("backend.activities")
@@ -161,5 +161,5 @@ class ActivityRuns:
                 log.exception("could not release activity lease; it expires by itself")
         finally:
             if not pending.outcome.done():
-                pending.outcome.set_exception(LeaseLost("the activity was abandoned"))
+                pending.outcome.set_exception(NotFound("the activity was abandoned; it is offered again"))
             self._hub.finish(pending)

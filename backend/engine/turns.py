@@ -35,7 +35,7 @@ from backend.engine.history_cache import Entry, HistoryCache
 from backend.engine.notify import Notifier
 from backend.engine.streams import Pending, StreamGone, StreamHub
 from backend.engine.strikes import Strikes
-from backend.errors import InvalidArgument, LeaseLost, Unavailable
+from backend.errors import InvalidArgument, LeaseLost, NotFound, Unavailable
 from backend.store.base import Store, WorkflowLease
 
 log = logging.getLogger("backend.turns")
@@ -356,6 +356,16 @@ class WorkflowTurns:
                 return None
             try:
                 await self._store.commit_workflow(lease, commit, now=ctx.now)
+            except LeaseLost:
+                # Purged, or taken over by another server, while the worker ran the turn: the
+                # worker learns its answer was not applied (LeaseLost itself never reaches one).
+                pending.outcome.set_exception(
+                    NotFound(
+                        "the workflow instance was purged or moved to another server while this turn "
+                        "ran; the answer was not applied"
+                    )
+                )
+                raise
             except BaseException as err:
                 pending.outcome.set_exception(err if isinstance(err, Exception) else asyncio.CancelledError())
                 raise
@@ -365,5 +375,7 @@ class WorkflowTurns:
             return commit
         finally:
             if not pending.outcome.done():
-                pending.outcome.set_exception(LeaseLost("the turn was abandoned"))
+                pending.outcome.set_exception(
+                    NotFound("the turn was abandoned; the work item is offered again")
+                )
             self._hub.finish(pending)

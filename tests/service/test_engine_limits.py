@@ -251,3 +251,19 @@ async def test_a_work_item_that_keeps_losing_its_stream_fails_its_workflow_not_i
             await _until(stub, "light", opb.ORCHESTRATION_STATUS_COMPLETED)
         finally:
             await small.close()
+
+
+async def test_a_turn_answered_after_its_instance_was_purged_gets_not_found_not_aborted() -> None:
+    """Found by the fuzz suite: LeaseLost reached the worker as ABORTED."""
+    async with serving(BASE) as (_, stub):
+        worker = RawWorker(stub)
+        try:
+            await stub.StartInstance(spb.CreateInstanceRequest(instanceId="gone", name="wf"))
+            item = await worker.next()
+            await stub.PurgeInstances(spb.PurgeInstancesRequest(instanceId="gone", force=True))
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await _answer(stub, item, _done(0, '"late"'))
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            assert not (await stub.GetInstance(spb.GetInstanceRequest(instanceId="gone"))).exists
+        finally:
+            await worker.close()

@@ -407,3 +407,16 @@ def test_a_default_child_id_past_the_bound_fails_the_child_task_instead_of_creat
     (failed,) = [m.event for m in commit.messages]
     details = failed.childWorkflowInstanceFailed.failureDetails
     assert details.errorType == "InvalidChildInstanceId" and details.isNonRetriable
+
+
+def test_only_external_events_can_be_carried_over() -> None:
+    """Found by the fuzz suite: other kinds went into the next generation's history unchecked."""
+    scheduled = ev.event(ev.utcnow(), event_id=3, taskScheduled=hpb.TaskScheduledEvent(name="x" * 300_000))
+    resp = response(complete(5, opb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW, carryover=[scheduled]))
+    with pytest.raises(InvalidArgument, match="only eventRaised events can be carried over"):
+        Turn(BASE).apply(resp)
+    raised = ev.event_raised(ev.utcnow(), "go", None)
+    commit = Turn(BASE).apply(
+        response(complete(5, opb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW, carryover=[raised]))
+    )
+    assert commit.reset_history
