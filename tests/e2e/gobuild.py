@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,20 @@ def results(text: str) -> list[dict[str, Any]]:
     return [
         json.loads(line[len(RESULT_PREFIX) :]) for line in text.splitlines() if line.startswith(RESULT_PREFIX)
     ]
+
+
+@dataclass
+class GoRun:
+    """One finished run of a Go program: its exit code, its output, its RESULT lines."""
+
+    returncode: int
+    output: str
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def last(self) -> dict[str, Any]:
+        assert self.results, f"the program printed no RESULT line (exit {self.returncode}):\n{self.output}"
+        return self.results[-1]
+
+    def describe(self) -> str:
+        return f"exit {self.returncode}, output:\n{self.output[-6000:]}"

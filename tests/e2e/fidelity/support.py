@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tests.e2e import gobuild
+from tests.e2e.gobuild import GoRun
 
 GO_MODULE = Path(__file__).resolve().parent / "go"
 
@@ -23,21 +23,6 @@ class GoPrograms:
 def build(out: Path) -> GoPrograms:
     built = gobuild.build(GO_MODULE, ["./cmd/propagation", "./cmd/carryover"], out)
     return GoPrograms(propagation=built["propagation"], carryover=built["carryover"])
-
-
-@dataclass
-class GoRun:
-    returncode: int
-    output: str
-    results: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def last(self) -> dict[str, Any]:
-        assert self.results, f"the program printed no RESULT line (exit {self.returncode}):\n{self.output}"
-        return self.results[-1]
-
-    def describe(self) -> str:
-        return f"exit {self.returncode}, output:\n{self.output[-6000:]}"
 
 
 def run(binary: Path, args: Sequence[str], *, timeout: float = 90) -> GoRun:

@@ -11,12 +11,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests import pki
 from tests.e2e import gobuild, harness
+from tests.e2e.gobuild import GoRun
 
 HERE = Path(__file__).resolve().parent
 GO_MODULE = HERE / "go"
@@ -72,21 +73,6 @@ def go_env(extra: Mapping[str, str | None]) -> dict[str, str]:
     }
     env.update({k: v for k, v in extra.items() if v is not None})
     return env
-
-
-@dataclass
-class GoRun:
-    returncode: int
-    output: str
-    results: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def last(self) -> dict[str, Any]:
-        assert self.results, f"the program printed no RESULT line (exit {self.returncode}):\n{self.output}"
-        return self.results[-1]
-
-    def describe(self) -> str:
-        return f"exit {self.returncode}, output:\n{self.output[-4000:]}"
 
 
 def run(binary: Path, args: Sequence[str], env: Mapping[str, str | None], *, timeout: float = 90) -> GoRun:
