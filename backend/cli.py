@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import logging
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,11 +16,12 @@ from pathlib import Path
 # before gRPC is first imported; GRPC_VERBOSITY given by the operator still wins.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from backend import config_file
-from backend.config import DEFAULT_APP_ID, DEFAULT_PORTS, AppListener, Config, Security
+from backend import config_file, ops
+from backend.config import DEFAULT_APP_ID, DEFAULT_PORTS, AppListener, Config, HttpEndpoint, Security
 from backend.errors import ConfigError, SidecarError
 from backend.security.secrets import Secret
 from backend.security.tls import TlsFiles
+from backend.telemetry import logs
 
 API_TOKEN_ENV = "DAPR_API_TOKEN"  # what daprd reads, and what the Dapr SDKs send from
 
@@ -52,6 +52,31 @@ def _app_path(value: str) -> tuple[str, str]:
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"--app-token-file takes APP_ID=PATH, not {value!r}")
     return name, path
+
+
+def _http(value: str) -> tuple[str | None, str | None, int]:
+    """[APP=][HOST:]PORT."""
+    name, sep, where = value.rpartition("=")
+    if sep and not name:
+        raise argparse.ArgumentTypeError(f"--http takes [APP_ID=][HOST:]PORT, not {value!r}")
+    host, port = _where(where, "--http")
+    return name or None, host, port
+
+
+def _http_endpoints(
+    flags: list[tuple[str | None, str | None, int]], file_value: object, host: str
+) -> tuple[HttpEndpoint, ...]:
+    """--http flags replace the file's `http` (a string or a list of them)."""
+    entries = flags
+    if not entries and file_value is not None:
+        raw = [file_value] if isinstance(file_value, str) else file_value
+        if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+            raise ConfigError('http in --config must be "[APP_ID=][HOST:]PORT" or a list of them')
+        try:
+            entries = [_http(v) for v in raw]
+        except argparse.ArgumentTypeError as err:
+            raise ConfigError(f"http in --config: {err}") from None
+    return tuple(HttpEndpoint(host=h or host, port=p, app_id=a) for a, h, p in entries)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +112,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="json: one object per line with instance_id, app_id, work_item, token prefix (default text)",
+    )
+    serve.add_argument(
+        "--http",
+        action="append",
+        type=_http,
+        default=[],
+        metavar="[APP_ID=][HOST:]PORT",
+        help="serve the Dapr workflow HTTP API, /healthz, /readyz and /metrics (repeatable; "
+        "APP_ID= binds the listener to one app)",
+    )
+    serve.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry traces as OTEL_* configure them (the otel extra; README: Traces)",
+    )
+    serve.add_argument(
         "--shutdown-grace",
         type=float,
         metavar="SECONDS",
@@ -109,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="a workflow work item not completed within this is offered again (default 10)",
     )
+    lim.add_argument(
+        "--max-request-bytes-in-flight",
+        type=int,
+        metavar="BYTES",
+        help="server-wide budget on the bytes of large requests (over 64 KiB) held at once; one past it "
+        "gets RESOURCE_EXHAUSTED (default 256 MiB; never below one request's receive limit)",
+    )
     sec = serve.add_argument_group("security (README: Security)")
     sec.add_argument(
         "--api-token-file",
@@ -123,6 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="APP_ID=PATH",
         help="an app's own token: a caller presenting it acts as that app (repeatable)",
     )
+    sec.add_argument(
+        "--admin-token-file",
+        metavar="PATH",
+        help="the operator's token: Admin service calls carrying it see every app (README: Operating)",
+    )
+    sec.add_argument(
+        "--dashboard-actions",
+        action="store_true",
+        default=None,
+        help="let the dashboard (/dashboard/ on --http) terminate, suspend, resume, raise, purge and rerun; "
+        "read-only without it (README: Dashboard)",
+    )
     sec.add_argument("--tls-cert", metavar="PATH", help="server certificate (PEM; reloaded when it changes)")
     sec.add_argument("--tls-key", metavar="PATH", help="server private key (PEM)")
     sec.add_argument(
@@ -136,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="allow a non-loopback listener without any credential",
     )
+    ops.add_commands(sub)  # workflow ..., status (backend/ops)
     return parser
 
 
@@ -149,6 +213,12 @@ def _api_token(
     if from_env is not None and chosen.origin != from_env.origin:
         raise ConfigError(f"{API_TOKEN_ENV} is set and a token is also given by {chosen.origin}; use one")
     return chosen
+
+
+def _log_format(value: object) -> str:
+    if value not in ("text", "json"):
+        raise ConfigError(f'log_format must be "text" or "json", not {value!r}')
+    return str(value)
 
 
 def config_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
@@ -211,28 +281,36 @@ def config_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) 
             tls=tls,
             policy=file.policy,
             insecure=bool(pick(args.insecure, "insecure", False)),
+            admin_token=Secret.from_file(args.admin_token_file)
+            if args.admin_token_file
+            else file.admin_token,
         ),
         max_payload_bytes=int(pick(args.max_payload_bytes, "max_payload_bytes", 4 * 1024 * 1024)),  # type: ignore[call-overload]
         lease_seconds=float(pick(args.lease_seconds, "lease_seconds", 60.0)),  # type: ignore[arg-type]
         log_level=str(pick(args.log_level, "log_level", "info")),
+        log_format=_log_format(pick(args.log_format, "log_format", "text")),
+        http=_http_endpoints(args.http, values.get("http"), host),
         shutdown_grace_seconds=float(pick(args.shutdown_grace, "shutdown_grace", 10.0)),  # type: ignore[arg-type]
         max_history_bytes=int(pick(args.max_history_bytes, "max_history_bytes", 50 * 1024 * 1024)),  # type: ignore[call-overload]
         max_history_events=int(pick(args.max_history_events, "max_history_events", 51_200)),  # type: ignore[call-overload]
         workflow_task_timeout_seconds=float(pick(args.workflow_task_timeout, "workflow_task_timeout", 10.0)),  # type: ignore[arg-type]
+        otel=bool(getattr(args, "otel", False)),
+        dashboard_actions=bool(pick(args.dashboard_actions, "dashboard_actions", False)),
+        max_request_bytes_in_flight=int(
+            pick(args.max_request_bytes_in_flight, "max_request_bytes_in_flight", 256 * 1024 * 1024)
+        ),  # type: ignore[call-overload]
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command != "serve":
+        raise SystemExit(ops.run(args))
     try:
         config = config_from(args)
     except SidecarError as err:
         raise SystemExit(f"durabletask-sidecar: {err}") from None
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(config.log_level, config.log_format)
     logging.getLogger("backend.server").setLevel(logging.INFO)  # the `ready:` lines always show
     logging.getLogger("grpc").setLevel(max(logging.WARNING, logging.getLogger().level))
     # PyMongo logs every command at DEBUG (~150 KB per workflow): our debug is not theirs.

@@ -23,12 +23,26 @@ class AppListener:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HttpEndpoint:
+    """An HTTP listener (Dapr workflow HTTP API, probes, metrics): for one app, or every app."""
+
+    host: str
+    port: int
+    app_id: str | None = None  # None: every app served here (credentials or ?appID= choose)
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Security:
     api_token: Secret | None = None  # server-wide (DAPR_API_TOKEN or --api-token-file)
     app_tokens: Mapping[str, Secret] = field(default_factory=dict)  # app ID -> its own token
     tls: TlsFiles | None = None
     policy: Policy = field(default_factory=Policy)
     insecure: bool = False  # accept a network listener without credentials
+    admin_token: Secret | None = None  # the operator's: the Admin service sees every app with it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +55,8 @@ class Config:
     store_url: str = "sqlite:///durabletask.db"
     security: Security = field(default_factory=Security)
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object per line (telemetry/logs.py)
+    http: tuple[HttpEndpoint, ...] = ()  # --http listeners
     max_payload_bytes: int = 4 * 1024 * 1024
     # Work-item leases: how long a crashed server's work stays invisible to others.
     lease_seconds: float = 60.0
@@ -75,6 +91,12 @@ class Config:
     stream_stuck_seconds: float = 30.0
     max_streams_per_app: int = 64
     max_stream_bytes_in_flight: int = 32 * 1024 * 1024
+    # Server-wide: bytes of large requests held at once (service/admission.py).
+    max_request_bytes_in_flight: int = 256 * 1024 * 1024
+    # The dashboard's actions (terminate, suspend, ... on /dashboard/): off unless asked for.
+    dashboard_actions: bool = False
+    # Export traces (telemetry/tracing.py); OTEL_* in the environment also turn them on.
+    otel: bool = False
 
     @property
     def max_send_bytes(self) -> int:

@@ -21,15 +21,26 @@ _TOP = {
     "host",
     "store",
     "log_level",
+    "log_format",
+    "http",
     "insecure",
     "api_token_file",
     "api_token_env",
+    "admin_token_file",
+    "admin_token_env",
     "lease_seconds",
     "shutdown_grace",
+    "dashboard_actions",
 }
 _SECTIONS = {"tls", "limits", "policy", "apps"}
 _TLS = {"cert", "key", "client_ca", "trust_domain", "namespace"}
-_LIMITS = {"max_payload_bytes", "max_history_bytes", "max_history_events", "workflow_task_timeout"}
+_LIMITS = {
+    "max_payload_bytes",
+    "max_history_bytes",
+    "max_history_events",
+    "workflow_task_timeout",
+    "max_request_bytes_in_flight",
+}
 _POLICY = {"default"}
 _APP = {"listen", "token_file", "token_env", "callers", "manage"}
 
@@ -45,6 +56,7 @@ class FileSettings:
     values: dict[str, Any] = field(default_factory=dict)  # host, store, log_level, ... as flags name them
     tls: dict[str, str] = field(default_factory=dict)
     api_token: Secret | None = None
+    admin_token: Secret | None = None
     apps: dict[str, FileApp] = field(default_factory=dict)
     policy: Policy = field(default_factory=Policy)
 
@@ -116,10 +128,11 @@ def load(path: str | Path, env: Mapping[str, str]) -> FileSettings:
     base = path.resolve().parent  # relative paths in the file are relative to the file
     _unknown(data, _TOP | _SECTIONS, str(path))
     out = FileSettings()
-    for key in _TOP - {"api_token_file", "api_token_env"}:
+    for key in _TOP - {"api_token_file", "api_token_env", "admin_token_file", "admin_token_env"}:
         if key in data:
             out.values[key] = data[key]
     out.api_token = _token(data, "api_token_file", "api_token_env", str(path), base, env)
+    out.admin_token = _token(data, "admin_token_file", "admin_token_env", str(path), base, env)
 
     tls = data.get("tls", {})
     _unknown(tls, _TLS, "[tls]")

@@ -10,15 +10,23 @@ import signal
 import grpc
 
 from backend import limits
+from backend._proto import admin_pb2_grpc as agrpc
 from backend._proto import orchestrator_service_pb2_grpc as sgrpc
+from backend.admin.access import operator_check
+from backend.admin.service import AdminServicer
 from backend.config import Config
 from backend.engine.engine import Engine
+from backend.http.health import Health
+from backend.http.server import HttpListener
 from backend.security import listeners
 from backend.security.interceptor import IdentityInterceptor
 from backend.security.tls import ReloadingCredentials
 from backend.service import undecodable
+from backend.service.admission import RequestBudget
 from backend.service.servicer import SidecarServicer
 from backend.store import open_store
+from backend.telemetry import metrics, tracing
+from backend.telemetry.metered_store import metered
 
 log = logging.getLogger("backend.server")
 
@@ -45,22 +53,44 @@ class Server:
         self.listeners = listeners.plan(config.apps, config.security)  # refuses unsafe set-ups first
         tls = config.security.tls
         self.tls = ReloadingCredentials(tls) if tls is not None else None
-        self.store = open_store(config.store_url)
+        self.store = metered(open_store(config.store_url), config.store_url)  # latency and errors
+        self.health = Health(self.store)
         self.engine = Engine(store=self.store, config=config, app_ids=[a.app_id for a in config.apps])
         self._servers: list[grpc.aio.Server] = []
+        # One budget for every listener: the bound is on the process's memory. Never below one
+        # request's receive limit, or the largest request allowed could never be admitted.
+        self.budget = RequestBudget(
+            max(config.max_request_bytes_in_flight, limits.grpc_receive_limit(config.max_payload_bytes))
+        )
         self.ports: dict[str, int] = {}
+        # HTTP listeners are planned now, so an unsafe one refuses to start before anything runs.
+        self.http = [HttpListener.plan(self, endpoint) for endpoint in config.http]
 
     async def start(self) -> None:
         undecodable.install_log_filter()  # grpc's traceback per undecodable request -> one line
+        tracing.start(self.config.otel)  # before any turn: spans of the first ones too
         await self.store.open()
         await self.engine.start()
         servicer = SidecarServicer(self.engine, self.config.security.policy)
+        admin_token = self.config.security.admin_token
         for listener in self.listeners:
             server = grpc.aio.server(
                 options=_grpc_options(self.config),
-                interceptors=[IdentityInterceptor(listener.auth, listener.address)],
+                interceptors=[
+                    IdentityInterceptor(
+                        listener.auth, listener.address, self.budget, operator=operator_check(admin_token)
+                    )
+                ],
             )
             sgrpc.add_TaskHubSidecarServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+            await self.health.add_to(server, listener.apps)  # grpc.health.v1 and reflection
+            # The operator queries (backend/admin): everything is visible on an unsecured loopback listener.
+            admin = AdminServicer(
+                self.engine,
+                self.config.security.policy,
+                open_listener=listener.auth.mode == "none" and listeners.is_loopback(listener.host),
+            )
+            agrpc.add_AdminServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
             address = listener.address
             if self.tls is not None:
                 port = server.add_secure_port(address, self.tls.credentials())
@@ -80,18 +110,28 @@ class Server:
                     "on" if self.tls is not None else "off",
                     listener.auth.mode,
                 )
+        for http in self.http:
+            await http.start(self)
+        if self.config.security.tls is not None and self.config.security.tls.namespace:
+            metrics.NAMESPACE = self.config.security.tls.namespace
+        metrics.watch(self.engine.hub)
+        await self.health.serving()
 
     async def stop(self) -> None:
         """Graceful: no new work; in-flight work may complete within the grace period (the
         listeners keep serving its completions); then the rest is handed back."""
         grace = self.config.shutdown_grace_seconds
+        await self.health.shutting_down()  # NOT_SERVING, /readyz 503: balancers drain us first
         left = await self.engine.quiesce(grace)
         if left:
             log.info("handing back %d work item(s) still running after %.0fs", left, grace)
         self.engine.hub.close_all()  # ends GetWorkItems streams so workers reconnect elsewhere
         await asyncio.gather(*(s.stop(1.0) for s in self._servers))
+        for http in self.http:
+            await http.stop()
         await self.engine.stop()
         await self.store.close()
+        tracing.stop()  # flushes the spans of the last turns
 
 
 async def serve(config: Config) -> None:

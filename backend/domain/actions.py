@@ -13,7 +13,7 @@ from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
 from backend._proto import orchestrator_actions_pb2 as apb
 from backend._proto import orchestrator_service_pb2 as spb
-from backend.domain import action_checks, failures, propagation
+from backend.domain import action_checks, failures, propagation, trace
 from backend.domain import events as ev
 from backend.domain.context import TurnContext
 from backend.domain.creation import activity_task, child_instance_id, make_instance
@@ -37,6 +37,7 @@ class Applying:
     instances: list[NewInstance] = field(default_factory=list)
     completed: bool = False  # a completeWorkflow ran: nothing after it counts
     restart: WorkflowCommit | None = None  # continue-as-new replaces the whole commit
+    _trace: opb.TraceContext | None = None  # the workflow span's context, once computed
 
     @property
     def key(self) -> InstanceKey:
@@ -50,6 +51,12 @@ class Applying:
         return propagation.assemble(
             self.key, start.name if start else "", [*self.ctx.past, *self.history], scope, self.ctx.received
         )
+
+    def trace_context(self) -> opb.TraceContext | None:
+        """The workflow span's context: what its activities and children are stamped with."""
+        if self._trace is None and self.state.start is not None:
+            self._trace = trace.workflow_span(self.state.start)[0].to_proto()
+        return self._trace
 
     def too_large(self, shared: hpb.PropagatedHistory | None) -> opb.TaskFailureDetails | None:
         """Propagated history is bounded like any payload: past the limit the task fails."""
@@ -161,6 +168,7 @@ def schedule_task(a: Applying, action: apb.WorkflowAction, route: opb.TaskRouter
             version=task.version if task.HasField("version") else None,
             input=task.input if task.HasField("input") else None,
             taskExecutionId=task.taskExecutionId,
+            parentTraceContext=a.trace_context(),
         ),
     )
     if scope != propagation.NONE:
@@ -208,6 +216,7 @@ def create_child_workflow(a: Applying, action: apb.WorkflowAction, route: opb.Ta
             name=child.name,
             version=child.version if child.HasField("version") else None,
             input=child.input if child.HasField("input") else None,
+            parentTraceContext=a.trace_context(),
         ),
     )
     if scope != propagation.NONE:
@@ -261,6 +270,7 @@ def create_child_workflow(a: Applying, action: apb.WorkflowAction, route: opb.Ta
             route=route,
             now=now,
             propagated=shared,
+            parent_trace=a.trace_context(),
         )
     )
 
@@ -290,6 +300,10 @@ def create_detached_workflow(a: Applying, action: apb.WorkflowAction, route: opb
             now=now,
             start_at=start_at,
             tags=dict(detached.tags),
+            # The author's context if the action has one, else the creating workflow's span.
+            parent_trace=detached.parentTraceContext
+            if detached.HasField("parentTraceContext")
+            else a.trace_context(),
         )
     )
 

@@ -14,6 +14,7 @@ from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
 from backend._proto import orchestrator_service_pb2 as spb
 from backend.domain import events as ev
+from backend.domain import trace
 from backend.domain.model import ActivityTask, Gate, InstanceKey, Message, NewInstance
 from backend.domain.projection import initial_state
 
@@ -42,6 +43,9 @@ def activity_task(
         request.version.CopyFrom(task.version)
     if propagated is not None:
         request.propagatedHistory.CopyFrom(propagated)
+    context = trace.activity_context(scheduled)
+    if context is not None:
+        request.parentTraceContext.CopyFrom(context)
     route = scheduled.router if scheduled.HasField("router") else ev.router(key.app_id)
     return ActivityTask(app_id=route.targetAppID or key.app_id, parent=key, request=request, router=route)
 
@@ -58,6 +62,7 @@ def make_instance(
     start_at: datetime | None = None,
     tags: dict[str, str] | None = None,
     propagated: hpb.PropagatedHistory | None = None,
+    parent_trace: opb.TraceContext | None = None,
 ) -> NewInstance:
     started = hpb.ExecutionStartedEvent(
         name=name,
@@ -68,7 +73,11 @@ def make_instance(
         ),
         parentInstance=parent,
         tags=tags or {},
+        # Fixed now, so every turn (on any replica) names the same workflow span.
+        workflowSpanID=ev.sv(trace.new_span_id()),
     )
+    if parent_trace is not None:
+        started.parentTraceContext.CopyFrom(parent_trace)
     if start_at is not None:
         started.scheduledStartTimestamp.CopyFrom(ev.ts(start_at))
     start_event = ev.event(now, executionStarted=started)
@@ -106,12 +115,11 @@ def new_instance(
         now=now,
         start_at=start_at,
         tags=tags,
+        parent_trace=parent_trace,
     )
     assert created.start is not None
     started = created.start.event.executionStarted
     if execution_id:
         started.workflowInstance.executionId.value = execution_id
         created.state.executionId.value = execution_id
-    if parent_trace is not None:
-        started.parentTraceContext.CopyFrom(parent_trace)
     return created

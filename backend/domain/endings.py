@@ -10,6 +10,7 @@ from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
 from backend._proto import orchestrator_actions_pb2 as apb
 from backend.domain import events as ev
+from backend.domain import trace
 from backend.domain.context import TurnContext
 from backend.domain.model import Gate, InboxItem, InstanceKey, Message, WorkflowCommit
 from backend.domain.projection import project, restart_state
@@ -72,6 +73,9 @@ def continue_as_new(
     started.CopyFrom(state.start)
     started.workflowInstance.executionId.value = execution_id
     started.ClearField("scheduledStartTimestamp")
+    # Each generation is a trace of its own (dapr/dapr#10064: one ever-growing trace otherwise).
+    started.ClearField("parentTraceContext")
+    started.workflowSpanID.value = trace.new_span_id()
     if done.HasField("result"):
         started.input.CopyFrom(done.result)
     else:

@@ -19,6 +19,7 @@ from backend import limits
 from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
 from backend.domain import events as ev
+from backend.domain import trace
 from backend.domain.creation import activity_task, child_instance_id, make_instance
 from backend.domain.model import ActivityTask, InstanceKey, Message, NewInstance, WorkflowCommit, is_terminal
 from backend.domain.projection import initial_state, project
@@ -93,6 +94,8 @@ def fork(
             started = event.executionStarted
             started.workflowInstance.instanceId = req.new_key.instance_id
             started.workflowInstance.executionId.value = uuid.uuid4().hex
+            started.ClearField("parentTraceContext")  # a rerun is a trace of its own
+            started.workflowSpanID.value = trace.new_span_id()
             kept.append(event)
         elif k not in ("executionCompleted", "executionTerminated", "executionStalled"):
             kept.append(event)
@@ -161,6 +164,7 @@ def _seed(
     if state.start is None:
         raise InvalidArgument("the source workflow's history has no start event to rerun from")
     history = [*kept, *rerun]
+    context = trace.workflow_span(state.start)[0].to_proto()
     activities: list[ActivityTask] = []
     messages: list[Message] = []
     children: list[NewInstance] = []
@@ -168,6 +172,7 @@ def _seed(
         route = event.router if event.HasField("router") else ev.router(key.app_id)
         target_app = route.targetAppID or key.app_id
         if event.HasField("taskScheduled"):
+            event.taskScheduled.parentTraceContext.CopyFrom(context)
             activities.append(activity_task(key, state.execution_id, event))
         elif event.HasField("timerCreated"):
             fire_at = ev.from_ts(event.timerCreated.fireAt)
@@ -177,6 +182,7 @@ def _seed(
             messages.append(Message(target=key, event=fired, visible_at=max(fire_at, now)))
         else:
             child = event.childWorkflowInstanceCreated
+            child.parentTraceContext.CopyFrom(context)
             parent = opb.ParentInstanceInfo(
                 taskScheduledId=event.eventId,
                 name=ev.sv(state.start.name),
@@ -194,6 +200,7 @@ def _seed(
                     parent=parent,
                     route=route,
                     now=now,
+                    parent_trace=context,
                 )
             )
     for event in rerun:

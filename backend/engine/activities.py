@@ -9,6 +9,7 @@ that grows with its consecutive failures (never at once, never in a hot loop).""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 
 from backend._proto import history_events_pb2 as hpb
@@ -22,6 +23,7 @@ from backend.engine.streams import StreamGone, StreamHub
 from backend.engine.strikes import Strikes
 from backend.errors import LeaseLost, NotFound, PayloadTooLarge, Unavailable
 from backend.store.base import ActivityLease, Store
+from backend.telemetry import logs, metrics
 
 log = logging.getLogger("backend.activities")
 
@@ -110,6 +112,9 @@ class ActivityRuns:
 
     async def run(self, lease: ActivityLease) -> None:
         task = lease.task
+        logs.bind(
+            instance_id=task.parent.instance_id, app_id=task.app_id, work_item="activity", token=lease.token
+        )
         stream = self._hub.pick(task.app_id, "activity")
         if stream is None:
             await self._store.abandon_activity(lease, retry_at=None)
@@ -123,14 +128,19 @@ class ActivityRuns:
             instance_id=request.workflowInstance.instanceId,
             task_id=request.taskId,
         )
+        started = time.perf_counter()
         try:
             try:
                 response = await pending.response
             except StreamGone:
+                metrics.activity_done(task.app_id, request.name, "recoverable", started)
                 await self._store.abandon_activity(lease, retry_at=None)
                 return
             assert isinstance(response, spb.ActivityResponse)
             result = result_event(lease, response, self._config.max_payload_bytes)
+            metrics.activity_done(
+                task.app_id, request.name, "failed" if result.HasField("taskFailed") else "success", started
+            )
             try:
                 result = await self._deliver(lease, result)
             except LeaseLost as err:

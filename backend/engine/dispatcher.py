@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -16,6 +17,7 @@ from backend.engine.notify import Notifier
 from backend.engine.streams import StreamHub
 from backend.engine.turns import WorkflowTurns
 from backend.store.base import Store
+from backend.telemetry import metrics
 
 log = logging.getLogger("backend.dispatcher")
 
@@ -55,9 +57,11 @@ class Dispatcher:
         self._held.add(token)
 
         async def run() -> None:
+            started = time.perf_counter()
             try:
                 await work()
             finally:
+                metrics.work_item_done(self.app_id, kind, started)
                 self._held.discard(token)
                 self._preparing[kind] -= 1
                 self._notifier.wake(self.app_id)

@@ -28,6 +28,7 @@ class Engine:
         self.store = store
         self.config = config
         self.owner = f"server-{uuid.uuid4().hex[:12]}"
+        self.served_apps: tuple[str, ...] = tuple(dict.fromkeys(app_ids))  # for status reports
         self.notifier = Notifier()
         self.hub = StreamHub(
             max_workflows_per_stream=config.max_workflows_per_stream,

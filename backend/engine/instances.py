@@ -25,6 +25,7 @@ from backend.domain.rerun import RerunRequest, fork
 from backend.engine.notify import Notifier
 from backend.errors import AlreadyExists, FailedPrecondition, NotFound
 from backend.store.base import InstanceFilter, Store
+from backend.telemetry import metrics
 
 Predicate = Callable[[opb.WorkflowState], bool]
 
@@ -46,6 +47,7 @@ class Instances:
 
     # -- start and query -----------------------------------------------------
 
+    @metrics.counted("create_workflow")
     async def start(
         self,
         key: InstanceKey,
@@ -89,6 +91,7 @@ class Instances:
         self._notifier.changed(key)
         return key.instance_id
 
+    @metrics.counted("get_workflow")
     async def get(self, key: InstanceKey) -> opb.WorkflowState | None:
         return await self._store.get_state(key)
 
@@ -117,6 +120,7 @@ class Instances:
             raise NotFound(f"no such instance exists: '{key.instance_id}' on app '{key.app_id}'")
         self._notifier.wake(key.app_id)
 
+    @metrics.counted("add_event")
     async def raise_event(self, key: InstanceKey, name: str, data: wrappers_pb2.StringValue | None) -> None:
         validate.name(name, "event name")
         validate.payload(data, "the event data", self._config.max_payload_bytes)
@@ -131,12 +135,14 @@ class Instances:
         await self._send(key, event, Gate.CONTROL)
         await self.wait(key, lambda s: until(s) or finished(s), timeout=self._config.control_wait_seconds)
 
+    @metrics.counted("terminate_workflow")
     async def terminate(
         self, key: InstanceKey, output: wrappers_pb2.StringValue | None, *, recursive: bool
     ) -> None:
         validate.payload(output, "the termination output", self._config.max_payload_bytes)
         await self._control(key, ev.execution_terminated(ev.utcnow(), output, recurse=recursive), finished)
 
+    @metrics.counted("suspend_workflow")
     async def suspend(self, key: InstanceKey, reason: wrappers_pb2.StringValue | None) -> None:
         validate.payload(reason, "the suspend reason", self._config.max_payload_bytes)
         await self._control(
@@ -145,6 +151,7 @@ class Instances:
             lambda s: s.workflowStatus == opb.ORCHESTRATION_STATUS_SUSPENDED,
         )
 
+    @metrics.counted("resume_workflow")
     async def resume(self, key: InstanceKey, reason: wrappers_pb2.StringValue | None) -> None:
         validate.payload(reason, "the resume reason", self._config.max_payload_bytes)
         await self._control(
@@ -153,6 +160,7 @@ class Instances:
             lambda s: s.workflowStatus != opb.ORCHESTRATION_STATUS_SUSPENDED,
         )
 
+    @metrics.counted("rerun_workflow")
     async def rerun(self, req: RerunRequest) -> str:
         state = await self._store.get_state(req.source)
         if state is None:
@@ -192,6 +200,7 @@ class Instances:
                 out.append(InstanceKey(app, event.childWorkflowInstanceCreated.instanceId))
         return out
 
+    @metrics.counted("purge_workflow")
     async def purge(self, key: InstanceKey, *, recursive: bool, force: bool) -> int:
         state = await self._store.get_state(key)
         if state is None:
@@ -218,6 +227,7 @@ class Instances:
             self._notifier.changed(key)
         return count
 
+    @metrics.counted("purge_workflow")
     async def purge_where(self, where: InstanceFilter, *, recursive: bool, force: bool) -> int:
         count = 0
         seen: set[InstanceKey] = set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from typing import Any
 
 from backend._proto import orchestrator_service_pb2 as spb
 from backend.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+
+log = logging.getLogger("backend.streams")
 
 
 class StreamGone(Exception):
@@ -43,6 +46,10 @@ class WorkerStream:
     last_completion: float = 0.0  # monotonic time of the latest completion from its worker
     # A work item timed out on it with no completion since: no more work until it completes one.
     silent: bool = False
+    # Workflow work items sent with the whole history vs. as stateful-history deltas; logged
+    # when the stream closes, so an operator (and the conformance runner) can see the cache work.
+    full_sends: int = 0
+    delta_sends: int = 0
 
 
 @dataclass(eq=False)
@@ -111,6 +118,7 @@ class StreamHub:
             id=next(self._ids),
         )
         self._streams.setdefault(app_id, []).append(stream)
+        log.info("worker stream %d of app %s connected: stateful=%s", stream.id, app_id, stream.stateful)
         for listener in self._connect_listeners:
             listener(app_id)
         self._signal(app_id)
@@ -118,6 +126,15 @@ class StreamHub:
 
     def disconnect(self, stream: WorkerStream) -> None:
         """Everything in flight on the stream fails with StreamGone and is re-dispatched."""
+        if not stream.closed:
+            log.info(
+                "worker stream %d of app %s closed: stateful=%s workflow_sends full=%d delta=%d",
+                stream.id,
+                stream.app_id,
+                stream.stateful,
+                stream.full_sends,
+                stream.delta_sends,
+            )
         stream.closed = True
         peers = self._streams.get(stream.app_id, [])
         if stream in peers:
@@ -151,6 +168,10 @@ class StreamHub:
 
     def connected(self, app_id: str) -> bool:
         return bool(self._streams.get(app_id))
+
+    def stream_counts(self) -> dict[str, int]:
+        """Connected worker streams per app ID (for status reports)."""
+        return {app: len(streams) for app, streams in self._streams.items() if streams}
 
     def _takes_more(self, stream: WorkerStream) -> bool:
         return stream.bytes < self._max_bytes and not stream.silent

@@ -37,6 +37,7 @@ from backend.engine.streams import Pending, StreamGone, StreamHub
 from backend.engine.strikes import Strikes
 from backend.errors import InvalidArgument, LeaseLost, NotFound, Unavailable
 from backend.store.base import Store, WorkflowLease
+from backend.telemetry import logs, metrics, tracing
 
 log = logging.getLogger("backend.turns")
 
@@ -73,6 +74,8 @@ class WorkflowTurns:
 
     async def run(self, lease: WorkflowLease) -> None:
         key = lease.key
+        logs.bind(instance_id=key.instance_id, app_id=key.app_id, work_item="workflow", token=lease.token)
+        metrics.turn_leased(lease)
         try:
             history, state = await self._load(lease)
             turn = plan(state, lease.inbox)
@@ -120,6 +123,7 @@ class WorkflowTurns:
                 await self._give_up(lease, err, strikes)
             else:
                 log.exception("turn for %s failed (try %d); retrying later", key, strikes)
+                metrics.turn_retried(key.app_id, lease.state.name)
                 await self._abandon(lease, after=self._delay(strikes))
 
     def _delay(self, strikes: int) -> float:
@@ -172,7 +176,7 @@ class WorkflowTurns:
         """The server ends the execution as FAILED with the reason; the leased inbox (which may
         hold what could not be applied) is consumed with it."""
         try:
-            _, state = await self._load(lease)
+            past, state = await self._load(lease)
             ctx = self._context(lease, state)
             commit = endings.fail(ctx, state, [], details)
             await self._store.commit_workflow(lease, commit, now=ctx.now)
@@ -181,6 +185,8 @@ class WorkflowTurns:
             await self._abandon(lease, after=self._config.retry_max_seconds)
             return
         log.warning("workflow %s FAILED: %s", lease.key, details.errorMessage)
+        tracing.workflow_committed(lease.key, past, commit.new_history, now=ctx.now)
+        metrics.turn_committed(lease.key.app_id, commit.state, state.length, state.size, False)
         self._strikes.clear(lease.key)
         self._cache.drop(lease.key)
         self._notifier.changed(lease.key, commit.state)
@@ -194,9 +200,14 @@ class WorkflowTurns:
         state: RuntimeState,
     ) -> None:
         key = lease.key
+        # Before `history` takes in the new events: the spans this turn completed.
+        tracing.workflow_committed(
+            key, history, commit.new_history, now=utcnow(), continued_as_new=commit.reset_history
+        )
         self._strikes.clear(key)
         self._warn_if_large(key, state)
         committed = len(history) + len(commit.new_history)
+        metrics.turn_committed(key.app_id, commit.state, committed, state.size, commit.reset_history)
         if commit.reset_history or is_terminal(commit.state.workflowStatus) or state.length != committed:
             # Restarted, finished, or a stall (the state folded events that were not committed).
             self._cache.drop(key)
@@ -322,6 +333,11 @@ class WorkflowTurns:
             await self._store.commit_workflow(lease, commit, now=ctx.now)
             return commit
         pending = self._hub.send(stream, item, kind="workflow", instance_id=key.instance_id, size=size)
+        metrics.turn_dispatched(lease, ctx.now, first=not history)
+        if cached:
+            stream.delta_sends += 1
+        else:
+            stream.full_sends += 1
         try:
             try:
                 response = await self._response(pending)

@@ -5,7 +5,9 @@ keeps it in a context variable for the length of the call; servicers read `calle
 A refused call never reaches the servicer, so it cannot change stored state.
 
 It also decodes every request tolerantly (service/undecodable.py): bytes that are not the
-RPC's message are answered INVALID_ARGUMENT, after the credentials, with one log line.
+RPC's message are answered INVALID_ARGUMENT, after the credentials, with one log line; and it
+counts large requests against the server's budget (service/admission.py): one that does not
+fit is answered RESOURCE_EXHAUSTED, undecoded.
 """
 
 from __future__ import annotations
@@ -20,12 +22,22 @@ import grpc
 
 from backend.errors import PermissionDenied, SidecarError, Unauthenticated
 from backend.security.identity import TOKEN_HEADER, ListenerAuth, Presented
+from backend.service.admission import SMALL_REQUEST_BYTES, Held, OverBudget, RequestBudget
 from backend.service.undecodable import Undecodable, refusal, tolerant
 
 log = logging.getLogger("backend.security")
 
 _CALLER: ContextVar[str] = ContextVar("caller")
+# caller() of an Admin service call made with the operator token: never an app ID (app IDs
+# are printable), and only the Admin service is ever called as it.
+OPERATOR = "\x00operator"
 _LOG_EVERY_SECONDS = 10.0
+# Served without credentials: they reveal only the serving status and the public schema.
+OPEN_SERVICES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
 
 
 def caller() -> str:
@@ -46,10 +58,35 @@ def _presented(details: grpc.HandlerCallDetails, context: grpc.aio.ServicerConte
     return Presented(token=token, spiffe_ids=tuple(v.decode(errors="replace") for v in ids))
 
 
+def _admitting(decode: Callable[[bytes], object], budget: RequestBudget) -> Callable[[bytes], object]:
+    """`decode`, with a large request's bytes reserved first (not decoded when they do not fit)."""
+    tolerant_decode = tolerant(decode)
+
+    def admit(data: bytes) -> object:
+        if len(data) <= SMALL_REQUEST_BYTES:
+            return tolerant_decode(data)
+        reservation = budget.take(len(data))
+        if reservation is None:
+            return OverBudget(len(data))
+        return Held(tolerant_decode(data), reservation)
+
+    return admit
+
+
 class IdentityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self, auth: ListenerAuth, address: str) -> None:
+    def __init__(
+        self,
+        auth: ListenerAuth,
+        address: str,
+        budget: RequestBudget | None = None,
+        *,
+        operator: Callable[[str, Presented], bool] | None = None,
+    ) -> None:
         self._auth = auth
+        # Admin service calls carrying the operator credential act as OPERATOR (backend/admin/access.py).
+        self._operator = operator
         self._address = address
+        self._budget = budget
         self._refused = 0
         self._logged_at = 0.0
 
@@ -65,7 +102,10 @@ class IdentityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext[Any, Any]
     ) -> str:
         try:
-            return self._auth.identify(_presented(details, context))
+            presented = _presented(details, context)
+            if self._operator is not None and self._operator(details.method, presented):
+                return OPERATOR
+            return self._auth.identify(presented)
         except (Unauthenticated, PermissionDenied) as err:
             self._note_refusal(details.method, err)
             code = (
@@ -84,22 +124,41 @@ class IdentityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        if handler_call_details.method.startswith(OPEN_SERVICES):
+            return handler  # health and reflection: no credentials (kubelet sends none; http/health.py)
         details = handler_call_details
         decode = handler.request_deserializer
+        budget = self._budget
         if decode is not None:
-            handler = handler._replace(request_deserializer=tolerant(decode))
+            # Only unary requests can be payload-sized (GetWorkItems' request is tiny).
+            if budget is not None and handler.unary_unary is not None:
+                handler = handler._replace(request_deserializer=_admitting(decode, budget))
+            else:
+                handler = handler._replace(request_deserializer=tolerant(decode))
         if handler.unary_unary is not None:
             inner: Any = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                app = await self._identify(details, context)
-                if isinstance(request, Undecodable):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal(request, details.method))
-                reset = _CALLER.set(app)
+                held = request.reservation if isinstance(request, Held) else None
                 try:
-                    return await inner(request, context)
+                    app = await self._identify(details, context)
+                    if isinstance(request, OverBudget):
+                        assert budget is not None
+                        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, request.refusal(budget))
+                    if isinstance(request, Held):
+                        request = request.message
+                    if isinstance(request, Undecodable):
+                        await context.abort(
+                            grpc.StatusCode.INVALID_ARGUMENT, refusal(request, details.method)
+                        )
+                    reset = _CALLER.set(app)
+                    try:
+                        return await inner(request, context)
+                    finally:
+                        _CALLER.reset(reset)
                 finally:
-                    _CALLER.reset(reset)
+                    if held is not None:
+                        held.release()
 
             return handler._replace(unary_unary=unary)
         if handler.unary_stream is not None:

@@ -51,6 +51,14 @@ def plan(apps: Sequence[AppListener], security: Security) -> list[Listener]:
                 raise ConfigError(f"apps '{name}' and '{other}' have the same token: each needs its own")
         if security.api_token is not None and secret.same_value(security.api_token):
             raise ConfigError(f"app '{name}''s token equals the server-wide API token: give it its own")
+    admin = security.admin_token  # the operator's (backend/admin/access.py): never an app's too
+    if admin is not None:
+        named = [(f"app '{n}''s token", t) for n, t in tokens]
+        if security.api_token is not None:
+            named.append(("the server-wide API token", security.api_token))
+        for what, secret in named:
+            if admin.same_value(secret):
+                raise ConfigError(f"the operator token (--admin-token-file) equals {what}: give it its own")
     tls = security.tls
     if tls is not None and tls.client_ca is None and (tls.trust_domain or tls.namespace):
         raise ConfigError("a trust domain or namespace needs a client CA (--tls-client-ca)")

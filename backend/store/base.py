@@ -69,6 +69,46 @@ class InstanceFilter:
     statuses: frozenset[int] = frozenset()
 
 
+@dataclass(frozen=True, kw_only=True)
+class ListingFilter:
+    """Which instances an operator listing wants (store.list_instances); filters AND together."""
+
+    app_ids: frozenset[str] | None = None  # None: every app
+    name: str | None = None  # exact workflow name
+    statuses: frozenset[int] = frozenset()  # empty: any
+    created_from: datetime | None = None  # inclusive
+    created_to: datetime | None = None  # exclusive
+    id_prefix: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListingCursor:
+    """A position in a listing: the store's own created_at value (float seconds on SQLite,
+    integer microseconds on MongoDB, kept exact so that keyset paging never skips a row)."""
+
+    created: float | int
+    app_id: str
+    instance_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListedInstance:
+    key: InstanceKey
+    created_at: datetime
+    state: opb.WorkflowState
+    cursor: ListingCursor  # where the next page starts after this row
+
+
+@dataclass(frozen=True, kw_only=True)
+class WaitingWork:
+    """An app's work that is due and not leased by anyone: inbox messages of instances that
+    may take them, and activities."""
+
+    app_id: str
+    items: int
+    oldest: datetime | None  # since when the longest-waiting item has been due
+
+
 class Store(abc.ABC):
     @abc.abstractmethod
     async def open(self) -> None:
@@ -164,6 +204,24 @@ class Store(abc.ABC):
         database failed over as it applied it) is held under our owner name but
         by no task of ours, and must expire so that the work is dispatched again.
         """
+
+    # -- operator queries (backend/admin) ---------------------------------------
+    # Not abstract: a store without them still serves the sidecar protocol.
+
+    async def list_instances(
+        self, where: ListingFilter, *, after: ListingCursor | None, limit: int
+    ) -> list[ListedInstance]:
+        """Up to `limit` instances matching `where`, newest first: ordered by (created_at,
+        app_id, instance_id) descending, strictly after `after`. Keyset paging over an index."""
+        raise NotImplementedError("this store has no instance listing")
+
+    async def count_instances(self, app_ids: frozenset[str] | None) -> dict[tuple[str, int], int]:
+        """Instances per (app ID, status) among `app_ids` (None: every app)."""
+        raise NotImplementedError("this store has no instance counts")
+
+    async def waiting_work(self, app_ids: frozenset[str] | None, *, now: datetime) -> list[WaitingWork]:
+        """Per app (None: every app) with any, the work due at `now` that nobody has leased."""
+        raise NotImplementedError("this store has no work queue report")
 
     def changes(self) -> AsyncIterator[Change] | None:
         """A feed of writes made by any server sharing the store, for low-latency

@@ -29,7 +29,17 @@ from backend.domain.model import (
     is_terminal,
 )
 from backend.errors import AlreadyExists, LeaseLost
-from backend.store.base import ActivityLease, InstanceFilter, Store, WorkflowLease
+from backend.store import sqlite_queries
+from backend.store.base import (
+    ActivityLease,
+    InstanceFilter,
+    ListedInstance,
+    ListingCursor,
+    ListingFilter,
+    Store,
+    WaitingWork,
+    WorkflowLease,
+)
 from backend.store.group_commit import GroupCommitter
 
 T = TypeVar("T")
@@ -101,6 +111,7 @@ def _migrate(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(instances)")}
     if "propagated" not in columns:
         db.execute("ALTER TABLE instances ADD COLUMN propagated BLOB")
+    sqlite_queries.migrate(db)  # the operator queries' name column, enqueued_at and indexes
 
 
 def _blob(message: hpb.PropagatedHistory | None) -> bytes | None:
@@ -234,8 +245,8 @@ class SqliteStore(Store):
                 return False
             self._delete_instance(db, new.key)
         db.execute(
-            "INSERT INTO instances (app_id, instance_id, status, created_at, state, propagated) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO instances (app_id, instance_id, status, created_at, state, propagated, name) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 new.key.app_id,
                 new.key.instance_id,
@@ -243,6 +254,7 @@ class SqliteStore(Store):
                 _t(new.created_at),
                 new.state.SerializeToString(),
                 _blob(new.propagated),
+                new.state.name,
             ),
         )
         if new.start is not None:
@@ -307,6 +319,20 @@ class SqliteStore(Store):
             args.extend(sorted(where.statuses))
         rows = await self._run(lambda db: db.execute(sql + " ORDER BY instance_id", args).fetchall())
         return [InstanceKey(where.app_id, r[0]) for r in rows]
+
+    # Operator queries: backend/store/sqlite_queries.py.
+    async def list_instances(
+        self, where: ListingFilter, *, after: ListingCursor | None, limit: int
+    ) -> list[ListedInstance]:
+        return await self._run(lambda db: sqlite_queries.list_instances(db, where, after, limit))
+
+    async def count_instances(self, app_ids: frozenset[str] | None) -> dict[tuple[str, int], int]:
+        return await self._run(lambda db: sqlite_queries.count_instances(db, app_ids))
+
+    async def waiting_work(self, app_ids: frozenset[str] | None, *, now: datetime) -> list[WaitingWork]:
+        return await self._run(
+            lambda db: sqlite_queries.waiting_work(db, app_ids, _t(now), eligible=_ELIGIBLE)
+        )
 
     async def send(self, message: Message) -> bool:
         return await self._run(lambda db: self._insert_message(db, message, only_if_exists=True))
@@ -415,7 +441,8 @@ class SqliteStore(Store):
             self._create(db, new, replace_terminal=True)
         self._insert_messages(db, commit.messages)
         db.executemany(
-            "INSERT INTO activities (app_id, parent_app, parent_id, request, router) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO activities (app_id, parent_app, parent_id, request, router, enqueued_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             [
                 (
                     a.app_id,
@@ -423,6 +450,7 @@ class SqliteStore(Store):
                     a.parent.instance_id,
                     a.request.SerializeToString(),
                     a.router.SerializeToString(),
+                    _t(now),
                 )
                 for a in commit.activities
             ],

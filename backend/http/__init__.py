@@ -1,0 +1,1 @@
+"""The HTTP listener: the Dapr workflow HTTP API, health probes and Prometheus metrics."""
