@@ -7,7 +7,7 @@
 Each (target, workload) gets a fresh server and store; the workload runs --repeat times on that
 one server process. Writes e2e.json, e2e.md and e2e.png (e2e-python.* for --driver python)
 into --out, after every workload, so an interrupted run leaves what it measured. Exits 1 if a
-workload failed on a target other than the reference (the reference's failures are recorded).
+workload failed on one of our targets (the failures of the reference and daprd are recorded).
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import build, ceiling, drive, report, results, targets
+from bench import build, ceiling, dapr_targets, drive, report, results, targets
 from bench.machine import machine_info
 from bench.scales import SCALES, WORKLOADS, Size
 
 HERE = Path(__file__).resolve().parent
-ALL_TARGETS = ("ours-sqlite", "ours-mongo", "reference")
+ALL_TARGETS = ("ours-sqlite", "ours-mongo", "reference", "daprd-sqlite", "daprd-mongo")
+COMPARISONS = ("reference", "daprd-sqlite", "daprd-mongo")  # their failures do not fail the run
 
 
 def log(msg: str) -> None:
@@ -146,6 +147,14 @@ class Bench:
         if name == "reference":
             binary = build.build_reference()
             return targets.Reference(binary, _reference_version())
+        if name in ("daprd-sqlite", "daprd-mongo"):
+            binaries = build.build_dapr()  # once per dapr version: minutes the first time
+            mongo = None
+            if name == "daprd-mongo":
+                mongo = targets.MongoStores(self.args.mongodb_url)
+                if not self.doc["mongo_ceiling"]:
+                    self.measure_ceiling(mongo.url)
+            return dapr_targets.Daprd(name.removeprefix("daprd-"), binaries, build.dapr_version(), mongo)
         return targets.Endpoint(self.args.endpoints, self.args.endpoint_pid, self.args.client_args)
 
     def measure_ceiling(self, url: str) -> None:
@@ -223,8 +232,8 @@ class Bench:
             log(f"FAILED: {', '.join(f'{t}/{w}' for t, w in failed)} (logs in {self.work})")
         else:
             shutil.rmtree(self.work, ignore_errors=True)
-        # The reference's failures are its own: recorded, but they do not fail the run.
-        return 1 if any(t != "reference" for t, _ in failed) else 0
+        # The comparisons' failures are their own: recorded, but they do not fail the run.
+        return 1 if any(t not in COMPARISONS for t, _ in failed) else 0
 
 
 def _brief(run: dict[str, Any], found: list[str]) -> str:

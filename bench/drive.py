@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench import mongostats
 from bench.memory import cpu_seconds, rss_kb
 from bench.targets import ROOT, Server
 
@@ -51,7 +52,9 @@ def run_once(cmd: list[str], server: Server, timeout: float, log: Path) -> dict[
     result: dict[str, Any] | None = None
     waiting_memory = None
     junk: list[str] = []
-    cpu_before = cpu_seconds(server.pid)
+    mongo_before = mongostats.sample(server.mongo_url) if server.mongo_url else None
+    cpu_before = _cpu(server.cpu_pids)
+    mongod_before = cpu_seconds(server.mongod_pid)
     children_before = _children_cpu()
     with log.open("w") as err:
         proc = subprocess.Popen(
@@ -86,8 +89,10 @@ def run_once(cmd: list[str], server: Server, timeout: float, log: Path) -> dict[
                 proc.kill()
                 proc.wait()
     memory = rss_kb(server.pid)
-    cpu_after = cpu_seconds(server.pid)
+    cpu_after = _cpu(server.cpu_pids)
+    mongod_after = cpu_seconds(server.mongod_pid)
     loadgen_cpu = _children_cpu() - children_before
+    mongo_after = mongostats.sample(server.mongo_url) if mongo_before and server.mongo_url else None
 
     problems = []
     if killed.is_set():
@@ -107,11 +112,23 @@ def run_once(cmd: list[str], server: Server, timeout: float, log: Path) -> dict[
     result["memory_after"] = memory
     if cpu_before is not None and cpu_after is not None:
         result["server_cpu_s"] = cpu_after - cpu_before  # the server's CPU for this run, all threads
+    if mongod_before is not None and mongod_after is not None:
+        result["mongod_cpu_s"] = mongod_after - mongod_before
+    if mongo_before is not None and mongo_after is not None:
+        result["mongo"] = mongostats.delta(mongo_before, mongo_after)  # operations, transactions
     # The load generator's own CPU: the SDK's side (replaying histories, (de)serialising).
     result["loadgen_cpu_s"] = loadgen_cpu
     if waiting_memory is not None:
         result["memory_waiting"] = waiting_memory
     return result
+
+
+def _cpu(pids: list[int]) -> float | None:
+    """The summed CPU of the server's processes (daprd is four); None if any is unknown."""
+    readings = [cpu_seconds(pid) for pid in pids]
+    if not readings or any(r is None for r in readings):
+        return None
+    return sum(r for r in readings if r is not None)
 
 
 def _children_cpu() -> float:

@@ -50,32 +50,43 @@ def markdown(doc: dict[str, Any]) -> str:
         "*server CPU s* is the server process's CPU time (all threads) during one run.",
         "",
         "| workload | target | workflows/s | runs (workflows/s, in order) | activities/s | p50 ms | p95 ms "
-        "| p99 ms | server p50 ms | server CPU s | peak RSS MB | workflows/s vs reference |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| p99 ms | server p50 ms | server CPU s | peak RSS MB | workflows/s vs reference "
+        "| workflows/s vs daprd, same store |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for w in workloads:
         ref = _median((results.get("reference", {}).get(w) or {}).get("summary"), "workflows_per_s")
+        daprd = {
+            t: _median(
+                (results.get(f"daprd-{t.removeprefix('ours-')}", {}).get(w) or {}).get("summary"),
+                "workflows_per_s",
+            )
+            for t in ("ours-sqlite", "ours-mongo")
+        }
         for t in targets:
             entry = results[t].get(w)
             if entry is None:
                 continue
             if entry["status"] == "n/a":
-                lines.append(f"| {w} | {t} | n/a | | | | | | | | | |")
+                lines.append(f"| {w} | {t} | n/a | | | | | | | | | | |")
                 continue
             if entry["status"] != "ok":
-                lines.append(f"| {w} | {t} | {_cell_failure(entry)} | | | | | | | | | |")
+                lines.append(f"| {w} | {t} | {_cell_failure(entry)} | | | | | | | | | | |")
                 continue
             s = entry["summary"]
             wps = _median(s, "workflows_per_s")
             runs = ", ".join(_num(v) for v in s["workflows_per_s"]["runs"])
             ratio = f"{wps / ref:.2f}x" if ref and wps is not None and t != "reference" else ""
+            vs_daprd = daprd.get(t)
+            ratio_daprd = f"{wps / vs_daprd:.2f}x" if vs_daprd and wps is not None else ""
             lines.append(
                 f"| {w} | {t} | {_num(wps)} | {runs} | {_num(_median(s, 'activities_per_s'))} "
                 f"| {_num(_median(s, 'latency_ms.p50'))} | {_num(_median(s, 'latency_ms.p95'))} "
                 f"| {_num(_median(s, 'latency_ms.p99'))} | {_num(_median(s, 'server_latency_ms.p50'))} "
-                f"| {_num(_median(s, 'server_cpu_s'))} | {_num(_mb(_median(s, 'memory_after.peak_kb')))} | {ratio} |"
+                f"| {_num(_median(s, 'server_cpu_s'))} | {_num(_mb(_median(s, 'memory_after.peak_kb')))} | {ratio} | {ratio_daprd} |"
             )
-    lines += _events_section(doc, targets) + _long_section(doc, targets) + _ceiling_section(doc)
+    lines += _events_section(doc, targets) + _long_section(doc, targets) + _mongo_section(doc, targets)
+    lines += _ceiling_section(doc)
     if "reference" in results:
         lines += [
             "",
@@ -149,6 +160,49 @@ def _long_section(doc: dict[str, Any], targets: list[str]) -> list[str]:
     return lines
 
 
+SEQUENTIAL = ("chain", "latency", "long", "multiapp")  # one turn per activity result, plus the first
+
+
+def _mongo_section(doc: dict[str, Any], targets: list[str]) -> list[str]:
+    """Per workflow: server and mongod CPU, MongoDB operations and transactions (serverStatus)."""
+    rows = []
+    for w in doc["config"]["workloads"]:
+        for t in targets:
+            entry = doc["results"][t].get(w)
+            if not entry or entry["status"] != "ok" or _median(entry["summary"], "mongo.ops.total") is None:
+                continue
+            s = entry["summary"]
+            by_kind = {
+                k: _median(s, f"mongo.ops.{k}")
+                for k in ("insert", "query", "update", "delete", "getmore", "command")
+            }
+            kinds = ", ".join(f"{k} {_num(n / _workflows(doc, w))}" for k, n in by_kind.items() if n)
+            per_step = _median(s, "per_turn_or_result.mongo_ops") if w in SEQUENTIAL else None
+            rows.append(
+                f"| {w} | {t} | {_num(_median(s, 'per_workflow.server_cpu_ms'))} "
+                f"| {_num(_median(s, 'per_workflow.mongod_cpu_ms'))} | {_num(_median(s, 'per_workflow.mongo_ops'))} "
+                f"| {_num(_median(s, 'per_workflow.mongo_transactions'))} | {_num(per_step, 1)} | {kinds} |"
+            )
+    if not rows:
+        return []
+    return [
+        "",
+        "**MongoDB cost per workflow** (medians over the runs; operations and committed transactions "
+        "are mongod's serverStatus opcounters and transactions counters, sampled before and after each "
+        "run; *per turn or result* divides by one turn per activity result plus the first turn and one "
+        "per activity result, i.e. workflows + 2 x activities, sequential workloads only).",
+        "",
+        "| workload | target | server CPU ms | mongod CPU ms | operations | transactions "
+        "| operations per turn or result | operations by kind |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+def _workflows(doc: dict[str, Any], workload: str) -> int:
+    return 1 if workload == "long" else int(doc["sizes"][workload]["count"])
+
+
 def _ceiling_section(doc: dict[str, Any]) -> list[str]:
     c = doc.get("mongo_ceiling")
     if not c:
@@ -158,7 +212,7 @@ def _ceiling_section(doc: dict[str, Any]) -> list[str]:
     one = c["one_at_a_time"]
     lines = [
         "",
-        f"**MongoDB ceiling** (same mongod as ours-mongo, {c['write_concern']}): "
+        f"**MongoDB ceiling** (the first MongoDB target's mongod, {c['write_concern']}): "
         f"{_num(c['ops_per_s'])} single-document updates/s with {c['in_flight']} in flight, "
         f"{_num(one['ops_per_s'])}/s one at a time ({_num(one['mean_ms'], 2)} ms each). "
         "Each activity costs ours-mongo at least two such commits (its result, the next turn).",

@@ -45,6 +45,7 @@ def _figures(run: dict[str, Any]) -> dict[str, float]:
         "seconds",
         "start_seconds",
         "server_cpu_s",
+        "mongod_cpu_s",
         "loadgen_cpu_s",
     ):
         if isinstance(run.get(key), int | float):
@@ -54,11 +55,40 @@ def _figures(run: dict[str, Any]) -> dict[str, float]:
             value = (run.get(group) or {}).get(p)
             if isinstance(value, int | float):
                 out[f"{group}.{p}"] = float(value)
+    mongo = run.get("mongo") or {}
+    for group in ("ops", "transactions"):  # MongoDB's counters over the run (bench/mongostats.py)
+        for key, value in (mongo.get(group) or {}).items():
+            if isinstance(value, int):
+                out[f"mongo.{group}.{key}"] = float(value)
+    out |= _per_workflow(run, out)
     for group in ("memory_after", "memory_waiting"):
         for key in ("rss_kb", "peak_kb"):
             value = (run.get(group) or {}).get(key)
             if isinstance(value, int):
                 out[f"{group}.{key}"] = float(value)
+    return out
+
+
+def _per_workflow(run: dict[str, Any], figures: dict[str, float]) -> dict[str, float]:
+    """CPU and MongoDB work divided by the run's workflows, and MongoDB operations per turn or
+    activity result: a workflow of N sequential activities has N+1 turns and N results, so
+    `workflows + 2 x activities` (exact for chain, latency, long and multiapp; for fanout and
+    events the turns depend on batching, and the report leaves it out)."""
+    workflows, activities = run.get("workflows"), run.get("activities")
+    if not isinstance(workflows, int) or workflows < 1:
+        return {}
+    out = {}
+    for key, name in (("server_cpu_s", "server_cpu_ms"), ("mongod_cpu_s", "mongod_cpu_ms")):
+        if key in figures:
+            out[f"per_workflow.{name}"] = 1000 * figures[key] / workflows
+    for key, name in (
+        ("mongo.ops.total", "mongo_ops"),
+        ("mongo.transactions.totalCommitted", "mongo_transactions"),
+    ):
+        if key in figures:
+            out[f"per_workflow.{name}"] = figures[key] / workflows
+    if "mongo.ops.total" in figures and isinstance(activities, int):
+        out["per_turn_or_result.mongo_ops"] = figures["mongo.ops.total"] / (workflows + 2 * activities)
     return out
 
 

@@ -2,6 +2,7 @@
 
 - ours-sqlite / ours-mongo: `python -m backend serve` with apps `main` and `remote`
 - reference: durabletask-go's sidecar (SQLite, one app only: no `multiapp`)
+- daprd-sqlite / daprd-mongo: the Dapr runtime (bench/dapr_targets.py)
 - endpoint: any running sidecar given with --endpoint (not started or stopped here)
 """
 
@@ -41,24 +42,37 @@ class Server:
     log: Path | None = None
     leftovers: list[Path] = field(default_factory=list)  # removed after the stop
     client_args: list[str] = field(default_factory=list)  # for the load generator: TLS, tokens
+    # Further processes of the same server (daprd's second sidecar, placement, scheduler),
+    # stopped after `proc`, in order.
+    others: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    mongo_url: str | None = None  # the MongoDB it stores in: serverStatus before/after each run
+    mongod_pid: int | None = None  # that mongod's process, for its CPU (None when not ours)
+
+    @property
+    def cpu_pids(self) -> list[int]:
+        """Every process whose CPU counts as the server's."""
+        pids = [self.pid] if self.pid is not None else []
+        return pids + [p.pid for p in self.others if p.pid != self.pid]
 
     def alive(self) -> bool:
-        return self.proc is None or self.proc.poll() is None
+        procs = ([self.proc] if self.proc is not None else []) + self.others
+        return all(p.poll() is None for p in procs)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        for proc in ([self.proc] if self.proc is not None else []) + self.others:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         for path in self.leftovers:
             for p in path.parent.glob(path.name + "*"):  # the -wal/-shm companions too
                 p.unlink(missing_ok=True)
 
 
-def _wait_for(proc: subprocess.Popen[bytes], log: Path, ready: Callable[[str], bool], what: str) -> None:
+def wait_for(proc: subprocess.Popen[bytes], log: Path, ready: Callable[[str], bool], what: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace") if log.exists() else ""
@@ -72,9 +86,11 @@ def _wait_for(proc: subprocess.Popen[bytes], log: Path, ready: Callable[[str], b
     raise TargetError(f"{what} did not become ready in {START_TIMEOUT:.0f}s; see {log}")
 
 
-def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
 
 
 class Target:
@@ -114,8 +130,8 @@ class Ours(Target):
         for app, address in endpoints.items():
             cmd += ["--app", f"{app}={address}"]
         log = work / f"{self.name}-{label}.log"
-        proc = _spawn(cmd, log)
-        _wait_for(
+        proc = spawn(cmd, log)
+        wait_for(
             proc, log, lambda t: t.count("ready: app=") >= len(endpoints), f"{self.name} ({' '.join(cmd)})"
         )
         return Server(endpoints, proc.pid, proc, log, leftovers)
@@ -151,8 +167,16 @@ class MongoStores:
         parts = urlsplit(self.url)
         return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
 
+    @property
+    def pid(self) -> int | None:
+        """The mongod's process when we started it (for its CPU); None for --mongodb-url."""
+        return self._mongod.pid if self._mongod is not None else None
+
+    def database_name(self, label: str) -> str:
+        return f"bench_{self._stamp}_{label}"
+
     def store(self, label: str, work: Path) -> tuple[str, list[Path]]:
-        return self.database_url(f"bench_{self._stamp}_{label}"), []
+        return self.database_url(self.database_name(label)), []
 
     def close(self) -> None:
         if self._mongod is not None:
@@ -164,6 +188,11 @@ class OursMongo(Ours):
     def __init__(self, stores: MongoStores, info: dict[str, object]) -> None:
         super().__init__("ours-mongo", stores.store, info)
         self.stores = stores
+
+    def start(self, label: str, work: Path) -> Server:
+        server = super().start(label, work)
+        server.mongo_url, server.mongod_pid = self.stores.url, self.stores.pid
+        return server
 
     def close(self) -> None:
         self.stores.close()
@@ -183,8 +212,8 @@ class Reference(Target):
         db = work / f"reference-{label}.db"
         cmd = [str(self.binary), "--port", str(port), "--host", "127.0.0.1", "--db", str(db)]
         log = work / f"reference-{label}.log"
-        proc = _spawn(cmd, log)
-        _wait_for(proc, log, lambda t: "server listening at" in t, f"the reference sidecar ({' '.join(cmd)})")
+        proc = spawn(cmd, log)
+        wait_for(proc, log, lambda t: "server listening at" in t, f"the reference sidecar ({' '.join(cmd)})")
         return Server({"main": f"127.0.0.1:{port}"}, proc.pid, proc, log, [db])
 
     def describe(self) -> dict[str, object]:

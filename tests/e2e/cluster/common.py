@@ -174,8 +174,11 @@ def load_instances(db: Any, app_id: str, instance_ids: Iterable[str] | None = No
         inst = out.get(doc["instance_id"])
         if inst is None:  # history for an instance that has no instance document
             inst = out[doc["instance_id"]] = Stored(app_id, doc["instance_id"], -1, -1)
-        inst.seqs.append(int(doc["seq"]))
-        inst.events.append(hpb.HistoryEvent.FromString(doc["event"]))
+        # One event per document, or a turn's events in one document holding [seq, end).
+        raw = doc["events"] if "events" in doc else [doc["event"]]
+        for i, data in enumerate(raw):
+            inst.seqs.append(int(doc["seq"]) + i)
+            inst.events.append(hpb.HistoryEvent.FromString(data))
     return out
 
 
