@@ -1,5 +1,10 @@
 """The MongoDB change feed: which app has new work and which instance changed,
-as written by any server sharing the database (needs a replica set)."""
+as written by any *other* server sharing the database (needs a replica set).
+
+Every write of ours carries `by` (this store's id; on instance updates with a
+per-write suffix, so that the field always changes and shows up in the update
+description): the engine already hands its own writes over in process, so
+replaying them from the feed would only cost a state read per commit."""
 
 from __future__ import annotations
 
@@ -37,14 +42,25 @@ _PIPELINE: list[Mapping[str, Any]] = [
             "ns.coll": 1,
             "fullDocument.app_id": 1,
             "fullDocument.instance_id": 1,
+            "fullDocument.by": 1,
+            "updateDescription.updatedFields.by": 1,
         }
     },
 ]
 
 
-async def follow(db: AsyncDatabase[Any]) -> AsyncIterator[Change]:
+def writer_of(change: Mapping[str, Any]) -> str:
+    """The store id that made this change ("" when unknown)."""
+    updated = (change.get("updateDescription") or {}).get("updatedFields")
+    tag = updated.get("by") if updated is not None else (change.get("fullDocument") or {}).get("by")
+    return tag.split(".", 1)[0] if isinstance(tag, str) else ""
+
+
+async def follow(db: AsyncDatabase[Any], own: str) -> AsyncIterator[Change]:
     async with await db.watch(_PIPELINE, full_document="updateLookup") as stream:
         async for change in stream:
+            if writer_of(change) == own:
+                continue  # our own write: the engine already knows
             doc = change.get("fullDocument") or {}
             app_id = doc.get("app_id")
             if not isinstance(app_id, str):

@@ -18,7 +18,11 @@ Collections (one document per item; nothing grows without bound):
               every claim and commit) and `inbox_seq`, the next inbox position
               (`inbox_front` counts down from 0 for messages sent ahead of the queue),
               and `propagated`, the history its parent shared with it (or null).
-* history     one per event, unique (app_id, instance_id, seq).
+* history     one per turn (store/mongo/writes.py: history_docs), holding positions
+              [seq, end) as `events`, unique (app_id, instance_id, end).
+* meta        the schema version (store/mongo/schema.py).
+
+Turn commits and activity results share transactions (store/mongo/batch.py).
 * inbox       one per message: gate, visible_at, event bytes and `seq`, taken from
               the instance's inbox_seq, so an inbox keeps its insertion order
               across processes. Its ObjectId (as a string) is the InboxItem id.
@@ -35,13 +39,13 @@ let a timer fire up to a millisecond early, or compare equal when it is not).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, AsyncMongoClient, IndexModel, ReturnDocument
+import pymongo
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -61,7 +65,19 @@ from backend.domain.model import (
     is_terminal,
 )
 from backend.errors import AlreadyExists, InvalidArgument, LeaseLost, Unavailable
-from backend.store.base import ActivityLease, Change, InstanceFilter, Store, WorkflowLease
+from backend.store.base import (
+    ActivityLease,
+    Change,
+    InstanceFilter,
+    ListedInstance,
+    ListingCursor,
+    ListingFilter,
+    Store,
+    WaitingWork,
+    WorkflowLease,
+)
+from backend.store.mongo import queries, schema
+from backend.store.mongo.batch import GroupCommit
 from backend.store.mongo.codec import (
     CONTROL,
     DEFAULT_DATABASE,
@@ -82,7 +98,7 @@ from backend.store.mongo.codec import (
     unleased,
 )
 from backend.store.mongo.feed import follow
-from backend.store.mongo.writes import Writes
+from backend.store.mongo.writes import Result, Turn, Writes
 
 CLAIM_MAX_MS = 1000  # how long a lease claim may wait on a locked instance document
 
@@ -97,8 +113,8 @@ class MongoStore(Store):
         self._client: AsyncMongoClient[Doc] | None = None
         self._db: AsyncDatabase[Doc] | None = None
         self._writes: Writes | None = None
-        # Activity results being written, per parent instance (see complete_activity).
-        self._completing: dict[InstanceKey, list[tuple[ActivityLease, Message, asyncio.Future[None]]]] = {}
+        self._group: GroupCommit | None = None
+        self.schema_found: int | None = None  # the schema version open() found (0: new database)
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -140,11 +156,16 @@ class MongoStore(Store):
                     "replica set is fine)"
                 )
             with unavailable():
+                self.schema_found = await schema.prepare(db)
                 await self._create_indexes(db)
+                await queries.create_indexes(db)
+                await queries.backfill_names(db)
         except BaseException:
             await client.close()
             raise
-        self._client, self._db, self._writes = client, db, Writes(db)
+        self._client, self._db = client, db
+        self._writes = Writes(db, uuid.uuid4().hex[:12])
+        self._group = GroupCommit(db, self._writes, self._tx)
 
     @staticmethod
     async def _create_indexes(db: AsyncDatabase[Doc]) -> None:
@@ -158,9 +179,7 @@ class MongoStore(Store):
                 IndexModel([("lease_token", a)], name="lease_token"),
             ]
         )
-        await db.history.create_indexes(
-            [IndexModel([("app_id", a), ("instance_id", a), ("seq", a)], unique=True, name="key_seq")]
-        )
+        await db.history.create_indexes(schema.HISTORY_INDEXES)
         await db.inbox.create_indexes(
             [
                 IndexModel([("app_id", a), ("instance_id", a), ("seq", a)], unique=True, name="key_seq"),
@@ -177,7 +196,9 @@ class MongoStore(Store):
         )
 
     async def close(self) -> None:
-        client, self._client, self._db, self._writes = self._client, None, None, None
+        if self._group is not None:
+            await self._group.close()
+        client, self._client, self._db, self._writes, self._group = self._client, None, None, None, None
         if client is not None:
             await client.close()
 
@@ -185,6 +206,11 @@ class MongoStore(Store):
     def _d(self) -> AsyncDatabase[Doc]:
         assert self._db is not None, "store is not open"
         return self._db
+
+    @property
+    def _g(self) -> GroupCommit:
+        assert self._group is not None, "store is not open"
+        return self._group
 
     @property
     def _w(self) -> Writes:
@@ -235,7 +261,7 @@ class MongoStore(Store):
             if not await self._w.create(s, new, replace_terminal=replace_terminal):
                 return False
             if seed is not None:
-                await self._w.apply(s, seed, fence=None, now=new.created_at)
+                await self._w.apply(s, [Turn(seed, None, 0, new.created_at)], [])
             return True
 
         if not await self._tx(create):
@@ -250,10 +276,15 @@ class MongoStore(Store):
 
     async def get_history(self, key: InstanceKey, start: int = 0) -> list[hpb.HistoryEvent]:
         with unavailable():
+            # The chunks holding positions >= start; the first may begin before it.
             cursor = self._history.find(
-                {**key_filter(key), "seq": {"$gte": start}}, projection={"event": 1, "_id": 0}
-            ).sort("seq", ASCENDING)
-            return [hpb.HistoryEvent.FromString(d["event"]) async for d in cursor]
+                {**key_filter(key), "end": {"$gt": start}}, projection={"_id": 0, "seq": 1, "events": 1}
+            ).sort("end", ASCENDING)
+            events: list[hpb.HistoryEvent] = []
+            async for d in cursor:
+                skip = max(0, start - int(d["seq"]))
+                events.extend(hpb.HistoryEvent.FromString(e) for e in d["events"][skip:])
+            return events
 
     async def list_instance_ids(self, app_id: str, *, after: str | None, limit: int) -> list[str]:
         if limit == 0:
@@ -285,6 +316,18 @@ class MongoStore(Store):
                 "instance_id", ASCENDING
             )
             return [InstanceKey(where.app_id, str(d["instance_id"])) async for d in cursor]
+
+    # Operator queries: backend/store/mongo/queries.py.
+    async def list_instances(
+        self, where: ListingFilter, *, after: ListingCursor | None, limit: int
+    ) -> list[ListedInstance]:
+        return await queries.list_instances(self._d, where, after, limit)
+
+    async def count_instances(self, app_ids: frozenset[str] | None) -> dict[tuple[str, int], int]:
+        return await queries.count_instances(self._d, app_ids)
+
+    async def waiting_work(self, app_ids: frozenset[str] | None, *, now: datetime) -> list[WaitingWork]:
+        return await queries.waiting_work(self._d, app_ids, micros(now))
 
     async def send(self, message: Message) -> bool:
         async def send(s: AsyncClientSession) -> bool:
@@ -351,79 +394,131 @@ class MongoStore(Store):
         if limit > 0:
             # Some candidates may go to a competing owner between the query and the claim.
             pipeline.append({"$limit": 2 * limit})
-        leases: list[WorkflowLease] = []
         assert self._client is not None, "store is not open"
         with unavailable():
             async with self._client.start_session(causal_consistency=True) as s:
                 candidates = [str(d["_id"]) async for d in await self._inbox.aggregate(pipeline, session=s)]
-                for iid in candidates:
-                    if 0 < limit <= len(leases):
-                        break
-                    lease = await self._claim(
-                        s,
-                        InstanceKey(app_id, iid),
-                        owner=owner,
-                        now=t,
-                        until=until_t,
-                        control_only=control_only,
-                    )
-                    if lease is not None:
-                        leases.append(lease)
-        return leases
+                if limit > 0:
+                    candidates = candidates[:limit]
+                claims = {
+                    uuid.uuid4().hex: {**key_filter(InstanceKey(app_id, iid)), **unleased(t)}
+                    for iid in candidates
+                }
+                docs = await self._claim_many(
+                    s, self._instances, claims, owner=owner, until=until_t, generation=True
+                )
+                claimed = [(str(d["instance_id"]), str(d["lease_token"]), d) for d in docs]
+                if claimed:
+                    return await self._with_inboxes(s, app_id, claimed, now=t, control_only=control_only)
+        return []
 
-    async def _claim(
-        self, s: AsyncClientSession, key: InstanceKey, *, owner: str, now: int, until: int, control_only: bool
-    ) -> WorkflowLease | None:
-        token = uuid.uuid4().hex
+    async def _claim_many(
+        self,
+        s: AsyncClientSession,
+        collection: AsyncCollection[Doc],
+        claims: dict[str, Doc],
+        *,
+        owner: str,
+        until: int,
+        generation: bool,
+    ) -> list[Doc]:
+        """Lease every document matching one of `claims` (token -> filter) in one bulk
+        write, then read the ones won (another owner may have taken some) in one query."""
+        if not claims:
+            return []
+        lease = {"lease_owner": owner, "lease_until": until}
+        bump = {"$inc": {"generation": 1}} if generation else {}
+        ops = [UpdateOne(f, {"$set": {**lease, "lease_token": token}, **bump}) for token, f in claims.items()]
+        locked = False
         try:
-            doc = await self._instances.find_one_and_update(
-                {**key_filter(key), **unleased(now)},
-                {
-                    "$set": {"lease_owner": owner, "lease_token": token, "lease_until": until},
-                    "$inc": {"generation": 1},
-                },
-                projection={"_id": 0, "status": 1, "state": 1, "history_len": 1, "propagated": 1},
-                return_document=ReturnDocument.AFTER,
-                session=s,
-                # A transaction left open by a killed server locks the document until
-                # mongod aborts it (60 s by default): skip it instead of stalling the
-                # whole round of this app behind it.
-                maxTimeMS=CLAIM_MAX_MS,
+            # A transaction left open by a killed server locks its documents until mongod
+            # aborts it (60 s by default): give up on the bulk claim instead of stalling
+            # the whole round of this app behind it.
+            with pymongo.timeout(CLAIM_MAX_MS / 1000):
+                await collection.bulk_write(ops, ordered=False, session=s)
+        except PyMongoError as e:
+            if not e.timeout:
+                raise
+            locked = True
+        won = [d async for d in collection.find({"lease_token": {"$in": list(claims)}}, session=s)]
+        if locked:  # the rest one by one, each skipping a locked document on its own
+            taken = {str(d["lease_token"]) for d in won}
+            for token, f in claims.items():
+                if token not in taken:
+                    try:
+                        doc = await collection.find_one_and_update(
+                            f,
+                            {"$set": {**lease, "lease_token": token}, **bump},
+                            return_document=ReturnDocument.AFTER,
+                            session=s,
+                            maxTimeMS=CLAIM_MAX_MS,
+                        )
+                    except ExecutionTimeout:
+                        continue
+                    if doc is not None:
+                        won.append(doc)
+        return won
+
+    async def _with_inboxes(
+        self,
+        s: AsyncClientSession,
+        app_id: str,
+        claimed: list[tuple[str, str, Doc]],
+        *,
+        now: int,
+        control_only: bool,
+    ) -> list[WorkflowLease]:
+        """The claimed instances' eligible messages, read in one query (after the claims:
+        nobody else takes them now); claims left with none are released."""
+        cursor = self._inbox.find(
+            {
+                "app_id": app_id,
+                "instance_id": {"$in": [iid for iid, _, _ in claimed]},
+                "visible_at": {"$lte": now},
+            },
+            projection={"instance_id": 1, "gate": 1, "event": 1},
+            session=s,
+        ).sort([("instance_id", ASCENDING), ("seq", ASCENDING)])
+        rows: dict[str, list[Doc]] = {}
+        async for d in cursor:
+            rows.setdefault(str(d["instance_id"]), []).append(d)
+        leases: list[WorkflowLease] = []
+        empty: list[str] = []
+        for iid, token, doc in claimed:
+            gates = gates_for(int(doc["status"]), control_only)
+            inbox = [
+                InboxItem(id=str(d["_id"]), event=hpb.HistoryEvent.FromString(d["event"]))
+                for d in rows.get(iid, [])
+                if gates is None or int(d["gate"]) in gates
+            ]
+            if not inbox:
+                empty.append(token)  # another owner's turn took the messages before our claim
+                continue
+            leases.append(
+                WorkflowLease(
+                    key=InstanceKey(app_id, iid),
+                    token=token,
+                    state=opb.WorkflowState.FromString(doc["state"]),
+                    history_len=int(doc["history_len"]),
+                    inbox=inbox,
+                    propagated=hpb.PropagatedHistory.FromString(doc["propagated"])
+                    if doc.get("propagated")
+                    else None,
+                )
             )
-        except ExecutionTimeout:
-            return None
-        if doc is None:
-            return None  # another owner won it
-        query: Doc = {**key_filter(key), "visible_at": {"$lte": now}}
-        gates = gates_for(int(doc["status"]), control_only)
-        if gates is not None:
-            query["gate"] = {"$in": gates}
-        cursor = self._inbox.find(query, projection={"event": 1}, session=s).sort("seq", ASCENDING)
-        inbox = [
-            InboxItem(id=str(d["_id"]), event=hpb.HistoryEvent.FromString(d["event"])) async for d in cursor
-        ]
-        if not inbox:
-            # Another owner's turn took the messages between our query and the claim.
-            await self._instances.update_one(
-                {**key_filter(key), "lease_token": token},
+        if empty:
+            await self._instances.update_many(
+                {"lease_token": {"$in": empty}},
                 {"$set": {"lease_owner": None, "lease_token": None, "lease_until": None}},
                 session=s,
             )
-            return None
-        return WorkflowLease(
-            key=key,
-            token=token,
-            state=opb.WorkflowState.FromString(doc["state"]),
-            history_len=int(doc["history_len"]),
-            inbox=inbox,
-            propagated=hpb.PropagatedHistory.FromString(doc["propagated"]) if doc.get("propagated") else None,
-        )
+        return leases
 
     async def commit_workflow(self, lease: WorkflowLease, commit: WorkflowCommit, *, now: datetime) -> None:
-        async def apply(s: AsyncClientSession) -> None:
-            await self._w.apply(s, commit, fence=lease.token, now=now)
-
-        await self._tx(apply)
+        size = sum(e.ByteSize() for e in commit.new_history) + sum(
+            m.event.ByteSize() for m in commit.messages
+        )
+        await self._g.submit(Turn(commit, lease.token, lease.history_len, now), size)
 
     async def abandon_workflow(self, lease: WorkflowLease, *, retry_at: datetime | None) -> None:
         with unavailable():
@@ -451,26 +546,19 @@ class MongoStore(Store):
             if limit > 0:
                 cursor = cursor.limit(2 * limit)
             candidates = [d["_id"] async for d in cursor]
-            for oid in candidates:
-                if 0 < limit <= len(out):
-                    break
-                token = uuid.uuid4().hex
-                try:
-                    doc = await self._activities.find_one_and_update(
-                        {**due, "_id": oid},
-                        {"$set": {"lease_owner": owner, "lease_token": token, "lease_until": until_t}},
-                        return_document=ReturnDocument.AFTER,
-                        # As for workflow claims: skip a row an orphaned transaction locks.
-                        maxTimeMS=CLAIM_MAX_MS,
-                    )
-                except ExecutionTimeout:
-                    continue
-                if doc is None:
-                    continue  # another owner won it
+            if limit > 0:
+                candidates = candidates[:limit]
+            assert self._client is not None, "store is not open"
+            async with self._client.start_session(causal_consistency=True) as s:
+                claims = {uuid.uuid4().hex: {**due, "_id": oid} for oid in candidates}
+                docs = await self._claim_many(
+                    s, self._activities, claims, owner=owner, until=until_t, generation=False
+                )
+            for doc in docs:
                 out.append(
                     ActivityLease(
-                        id=str(oid),
-                        token=token,
+                        id=str(doc["_id"]),
+                        token=str(doc["lease_token"]),
                         task=ActivityTask(
                             app_id=app_id,
                             parent=InstanceKey(doc["parent_app"], doc["parent_id"]),
@@ -482,55 +570,12 @@ class MongoStore(Store):
         return out
 
     async def complete_activity(self, lease: ActivityLease, result: Message) -> None:
-        """Results for one parent are written in batches: a fan-out's results arrive
-        together, and one transaction each would contend on the parent's inbox
-        counter (write conflicts, retried with back-off). Results that arrive while a
-        batch for the same parent commits join the next one."""
-        parent = result.target
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiting = self._completing.get(parent)
-        if waiting is not None:
-            waiting.append((lease, result, done))
-            return await done
-        self._completing[parent] = []
-        batch = [(lease, result, done)]
-        try:
-            while batch:
-                await self._complete_batch(batch)
-                batch, self._completing[parent] = self._completing[parent], []
-        finally:
-            for _, _, left in self._completing.pop(parent, []):
-                if not left.done():  # we were cancelled mid-batch: they run again
-                    left.set_exception(Unavailable("the activity result was not written"))
-        return await done
-
-    async def _complete_batch(self, batch: list[tuple[ActivityLease, Message, asyncio.Future[None]]]) -> None:
-        ids = [oid for oid in (object_id(lease.id) for lease, _, _ in batch) if oid is not None]
-
-        async def complete(s: AsyncClientSession) -> set[str]:
-            # Ours: still queued and still under our lease token (fenced by the delete).
-            rows = self._activities.find({"_id": {"$in": ids}}, projection={"lease_token": 1}, session=s)
-            tokens = {str(d["_id"]): d.get("lease_token") async for d in rows}
-            held = {str(lease.id) for lease, _, _ in batch if tokens.get(str(lease.id)) == lease.token}
-            if held:
-                await self._activities.delete_many({"_id": {"$in": [object_id(i) for i in held]}}, session=s)
-                await self._w.insert_messages(s, [m for lease, m, _ in batch if str(lease.id) in held])
-            return held
-
-        try:
-            held = await self._tx(complete)
-        except Exception as err:
-            for _, _, done in batch:
-                if not done.done():
-                    done.set_exception(err)
-            return
-        for lease, _, done in batch:
-            if done.done():
-                continue
-            if str(lease.id) in held:
-                done.set_result(None)
-            else:
-                done.set_exception(LeaseLost(f"activity {lease.id} is no longer leased by this server"))
+        """Shares a transaction with the other results and turn commits being written
+        (store/mongo/batch.py): a fan-out's results for one parent arrive together."""
+        oid = object_id(lease.id)
+        if oid is None:
+            raise LeaseLost(f"activity {lease.id} is no longer leased by this server")
+        await self._g.submit(Result(oid, lease.token, result), result.event.ByteSize())
 
     async def abandon_activity(self, lease: ActivityLease, *, retry_at: datetime | None) -> None:
         oid = object_id(lease.id)
@@ -559,7 +604,7 @@ class MongoStore(Store):
             await self._activities.update_many({"lease_token": {"$in": held}}, update)
 
     def changes(self) -> AsyncIterator[Change] | None:
-        return follow(self._d)
+        return follow(self._d, self._w.own)
 
     async def retry_stalled(self, app_id: str) -> int:
         # Only the gating field changes; the client-visible state stays STALLED

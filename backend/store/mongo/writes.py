@@ -1,28 +1,87 @@
 """The writes of a MongoDB store transaction: queue messages, create or delete an
-instance, apply a commit set. Each takes the transaction's session; the caller
-has checked the lease (or just created the instance)."""
+instance, apply a batch of turn commits and activity results. Each takes the
+transaction's session; fencing (the lease tokens) is checked here, in the same
+round trip as the first write of each kind."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from bson import ObjectId
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from backend._proto import history_events_pb2 as hpb
 from backend.domain.model import InstanceKey, Message, NewInstance, WorkflowCommit, is_terminal
-from backend.errors import LeaseLost
 from backend.store.mongo.codec import Doc, key_filter, micros, object_id
+
+# A turn's events go into one history document unless they are this large together
+# (a document is at most 16 MB; a turn may carry many large payloads).
+CHUNK_BYTES = 4 * 1024 * 1024
+
+
+class FenceMismatch(Exception):
+    """A lease in the batch is no longer held: the batch runs again with a check first."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One commit to apply: fenced by `fence` (None for a just-created instance's seed)."""
+
+    commit: WorkflowCommit
+    fence: str | None
+    history_len: int  # committed events before this commit (as leased)
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Result:
+    """An activity result: delete the activity (fenced by its lease token), deliver the message."""
+
+    activity: ObjectId
+    token: str
+    message: Message
+
+
+def history_docs(key: InstanceKey, start: int, events: Sequence[hpb.HistoryEvent]) -> list[Doc]:
+    """A turn's events as few documents as fit: each holds positions [seq, end)."""
+    docs: list[Doc] = []
+    chunk: list[bytes] = []
+    size = 0
+    for event in events:
+        data = event.SerializeToString()
+        if chunk and size + len(data) > CHUNK_BYTES:
+            docs.append(_chunk(key, start, chunk))
+            start += len(chunk)
+            chunk, size = [], 0
+        chunk.append(data)
+        size += len(data)
+    if chunk:
+        docs.append(_chunk(key, start, chunk))
+    return docs
+
+
+def _chunk(key: InstanceKey, start: int, events: list[bytes]) -> Doc:
+    return {**key_filter(key), "seq": start, "end": start + len(events), "events": events}
 
 
 class Writes:
-    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+    def __init__(self, db: AsyncDatabase[Doc], own: str) -> None:
         self._instances: AsyncCollection[Doc] = db.instances
         self._history: AsyncCollection[Doc] = db.history
         self._inbox: AsyncCollection[Doc] = db.inbox
         self._activities: AsyncCollection[Doc] = db.activities
+        self.own = own  # this store's id: the change feed skips our own writes
+        self._stamps = itertools.count()
+
+    def stamp(self) -> str:
+        """`by` for an instance update: always a new value, so the feed sees who wrote it."""
+        return f"{self.own}.{next(self._stamps)}"
 
     async def insert_messages(
         self, s: AsyncClientSession, messages: list[Message], *, only_if_exists: bool = True
@@ -31,26 +90,17 @@ class Writes:
         by_target: dict[InstanceKey, list[Message]] = {}
         for m in messages:
             by_target.setdefault(m.target, []).append(m)
+        counters = await self._allocate(s, by_target)
         docs: list[Doc] = []
         for target, batch in by_target.items():
             front = [m for m in batch if m.front]
             back = [m for m in batch if not m.front]
-            # Allocating the positions is the existence check, and a write to the
-            # instance: a concurrent purge or replace conflicts with it. Front messages
-            # count down from 0 (inbox_front), below every position counted up.
-            before = await self._instances.find_one_and_update(
-                key_filter(target),
-                {"$inc": {"inbox_seq": len(back), "inbox_front": -len(front)}},
-                projection={"inbox_seq": 1, "inbox_front": 1, "_id": 0},
-                return_document=ReturnDocument.BEFORE,
-                session=s,
-            )
+            before = counters.get(target)
             if before is None:
                 if only_if_exists:
                     continue
                 raise AssertionError(f"{target} was just created but is missing")
-            first = int(before.get("inbox_seq", 0))
-            first_front = int(before.get("inbox_front", 0)) - len(front)
+            first, first_front = before[0], before[1] - len(front)
             placed = [(first_front + n, m) for n, m in enumerate(front)] + [
                 (first + n, m) for n, m in enumerate(back)
             ]
@@ -63,12 +113,56 @@ class Writes:
                     "gate": int(m.gate),
                     "visible_at": micros(m.visible_at),
                     "event": m.event.SerializeToString(),
+                    "by": self.own,
                 }
                 for seq, m in placed
             )
         if docs:
             await self._inbox.insert_many(docs, ordered=True, session=s)
         return len(docs)
+
+    async def _allocate(
+        self, s: AsyncClientSession, by_target: dict[InstanceKey, list[Message]]
+    ) -> dict[InstanceKey, tuple[int, int]]:
+        """Reserve inbox positions: (inbox_seq, inbox_front) before the reservation, per
+        target that exists. Allocating is the existence check, and a write to the instance:
+        a concurrent purge or replace conflicts with it. Front messages count down from 0
+        (inbox_front), below every position counted up."""
+
+        def inc(batch: list[Message]) -> Doc:
+            front = sum(1 for m in batch if m.front)
+            return {"$inc": {"inbox_seq": len(batch) - front, "inbox_front": -front}}
+
+        out: dict[InstanceKey, tuple[int, int]] = {}
+        if len(by_target) < 3:  # one round trip per target
+            for target, batch in by_target.items():
+                before = await self._instances.find_one_and_update(
+                    key_filter(target),
+                    inc(batch),
+                    projection={"inbox_seq": 1, "inbox_front": 1, "_id": 0},
+                    return_document=ReturnDocument.BEFORE,
+                    session=s,
+                )
+                if before is not None:
+                    out[target] = (int(before.get("inbox_seq", 0)), int(before.get("inbox_front", 0)))
+            return out
+        # Many targets (a batch of activity results): read them all, then one bulk update. The
+        # transaction's snapshot makes the pair atomic (a concurrent change is a write conflict).
+        rows = self._instances.find(
+            {"$or": [key_filter(t) for t in by_target]},
+            projection={"_id": 1, "app_id": 1, "instance_id": 1, "inbox_seq": 1, "inbox_front": 1},
+            session=s,
+        )
+        ids: dict[InstanceKey, ObjectId] = {}
+        async for d in rows:
+            key = InstanceKey(d["app_id"], d["instance_id"])
+            out[key] = (int(d.get("inbox_seq", 0)), int(d.get("inbox_front", 0)))
+            ids[key] = d["_id"]
+        if ids:
+            await self._instances.bulk_write(
+                [UpdateOne({"_id": ids[t]}, inc(by_target[t])) for t in ids], ordered=False, session=s
+            )
+        return out
 
     async def delete_instance(self, s: AsyncClientSession, key: InstanceKey) -> None:
         k = key_filter(key)
@@ -102,6 +196,8 @@ class Writes:
                 "generation": generation,
                 "inbox_seq": 0,
                 "propagated": None if new.propagated is None else new.propagated.SerializeToString(),
+                "name": new.state.name,  # the operator listing's filter (store/mongo/queries.py)
+                "by": self.stamp(),
             },
             session=s,
         )
@@ -109,85 +205,92 @@ class Writes:
             await self.insert_messages(s, [new.start], only_if_exists=False)
         return True
 
-    async def apply(
-        self, s: AsyncClientSession, commit: WorkflowCommit, *, fence: str | None, now: datetime
-    ) -> None:
-        """Write a commit set. With `fence` (the lease token), the instance update comes
-        first and checks the lease in the same round trip (LeaseLost if it is gone):
-        from that write on, a competing claim conflicts with this transaction."""
-        key = commit.key
-        k = key_filter(key)
+    def _instance_update(self, turn: Turn) -> Doc:
+        commit = turn.commit
         added = len(commit.new_history)
-        before = await self._instances.find_one_and_update(
-            k if fence is None else {**k, "lease_token": fence},
-            {
-                "$set": {
-                    "status": int(commit.state.workflowStatus),
-                    "state": commit.state.SerializeToString(),
+        fields: Doc = {
+            "status": int(commit.state.workflowStatus),
+            "state": commit.state.SerializeToString(),
+            "lease_owner": None,
+            "lease_token": None,
+            "lease_until": None,
+            # Fenced by the lease, so the leased length is the committed one.
+            "history_len": added if commit.reset_history else turn.history_len + added,
+            "by": self.stamp(),
+        }
+        if commit.reset_history:
+            fields["propagated"] = (
+                None if commit.propagated is None else commit.propagated.SerializeToString()
+            )
+        return {"$set": fields, "$inc": {"generation": 1}}
+
+    async def apply(self, s: AsyncClientSession, turns: list[Turn], results: list[Result]) -> None:
+        """Write a batch of commits and activity results in a few round trips.
+
+        The fenced writes come first (the instance updates, the activity deletes): from
+        them on a competing claim conflicts with this transaction. If any fence fails,
+        FenceMismatch aborts the whole batch (the caller finds which and runs the rest);
+        the result is the same as applying the items one by one in order."""
+        if turns:
+            updates = [
+                UpdateOne(
+                    {**key_filter(t.commit.key), **({} if t.fence is None else {"lease_token": t.fence})},
+                    self._instance_update(t),
+                )
+                for t in turns
+            ]
+            done = await self._instances.bulk_write(updates, ordered=False, session=s)
+            if done.matched_count != len(turns):
+                raise FenceMismatch
+        if results:
+            pairs = [{"_id": r.activity, "lease_token": r.token} for r in results]
+            deleted = await self._activities.delete_many(
+                pairs[0] if len(pairs) == 1 else {"$or": pairs}, session=s
+            )
+            if deleted.deleted_count != len(results):
+                raise FenceMismatch
+        history: list[Doc] = []
+        consumed: list[ObjectId] = []
+        messages: list[Message] = []
+        activities: list[Doc] = []
+        for t in turns:
+            commit, key = t.commit, t.commit.key
+            k = key_filter(key)
+            if commit.reset_history:
+                await self._history.delete_many(k, session=s)
+            history.extend(
+                history_docs(key, 0 if commit.reset_history else t.history_len, commit.new_history)
+            )
+            consumed.extend(oid for oid in (object_id(i) for i in commit.consumed) if oid is not None)
+            if commit.cancel_pending:
+                await self._inbox.delete_many({**k, "visible_at": {"$gt": micros(t.now)}}, session=s)
+                await self._activities.delete_many(
+                    {"parent_app": key.app_id, "parent_id": key.instance_id}, session=s
+                )
+            for new in commit.new_instances:
+                await self.create(s, new, replace_terminal=True)
+            messages.extend(commit.messages)
+            activities.extend(
+                {
+                    "_id": ObjectId(),
+                    "app_id": a.app_id,
+                    "parent_app": a.parent.app_id,
+                    "parent_id": a.parent.instance_id,
+                    "request": a.request.SerializeToString(),
+                    "router": a.router.SerializeToString(),
+                    "not_before": 0,
                     "lease_owner": None,
                     "lease_token": None,
                     "lease_until": None,
-                    **(
-                        {
-                            "history_len": added,
-                            "propagated": None
-                            if commit.propagated is None
-                            else commit.propagated.SerializeToString(),
-                        }
-                        if commit.reset_history
-                        else {}
-                    ),
-                },
-                "$inc": {"generation": 1, **({} if commit.reset_history else {"history_len": added})},
-            },
-            projection={"_id": 0, "history_len": 1},
-            return_document=ReturnDocument.BEFORE,
-            session=s,
-        )
-        if before is None:
-            if fence is not None:
-                raise LeaseLost(f"lease on {key} is no longer held")
-            raise AssertionError(f"{key} was just created but is missing")
-        length = 0 if commit.reset_history else int(before.get("history_len", 0))
-        if commit.reset_history:
-            await self._history.delete_many(k, session=s)
-        if commit.new_history:
-            await self._history.insert_many(
-                [
-                    {**k, "seq": length + n, "event": e.SerializeToString()}
-                    for n, e in enumerate(commit.new_history)
-                ],
-                ordered=True,
-                session=s,
+                    "by": self.own,
+                }
+                for a in commit.activities
             )
-        consumed = [oid for oid in (object_id(i) for i in commit.consumed) if oid is not None]
+        messages.extend(r.message for r in results)
+        if history:
+            await self._history.insert_many(history, ordered=True, session=s)
         if consumed:
             await self._inbox.delete_many({"_id": {"$in": consumed}}, session=s)
-        if commit.cancel_pending:
-            await self._inbox.delete_many({**k, "visible_at": {"$gt": micros(now)}}, session=s)
-            await self._activities.delete_many(
-                {"parent_app": key.app_id, "parent_id": key.instance_id}, session=s
-            )
-        for new in commit.new_instances:
-            await self.create(s, new, replace_terminal=True)
-        await self.insert_messages(s, commit.messages)
-        if commit.activities:
-            await self._activities.insert_many(
-                [
-                    {
-                        "_id": ObjectId(),
-                        "app_id": a.app_id,
-                        "parent_app": a.parent.app_id,
-                        "parent_id": a.parent.instance_id,
-                        "request": a.request.SerializeToString(),
-                        "router": a.router.SerializeToString(),
-                        "not_before": 0,
-                        "lease_owner": None,
-                        "lease_token": None,
-                        "lease_until": None,
-                    }
-                    for a in commit.activities
-                ],
-                ordered=True,
-                session=s,
-            )
+        await self.insert_messages(s, messages)
+        if activities:
+            await self._activities.insert_many(activities, ordered=True, session=s)

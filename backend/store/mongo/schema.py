@@ -1,0 +1,69 @@
+"""The MongoDB store's schema version, recorded in the database (`meta`, document
+{_id: "schema", version: N}), and the upgrades from older layouts, run at open.
+
+Versions:
+1  (no `meta` document) history stored one document per event: {seq, event}.
+2  history stored per turn: {seq, end, events: [...]} holds positions [seq, end).
+
+An upgrade is idempotent, so servers starting together may all run it; servers of an
+older version must be stopped first (they do not know the new layout). A database
+written by a newer version is refused: its layout is unknown here.
+"""
+
+from __future__ import annotations
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
+
+from backend.errors import InvalidArgument
+from backend.store.mongo.codec import Doc
+
+VERSION = 2
+SCHEMA_ID = "schema"
+_MISSING = (26, 27)  # NamespaceNotFound, IndexNotFound
+
+
+async def recorded_version(db: AsyncDatabase[Doc]) -> int | None:
+    """The version in `meta`; None for a database that has none (new, or version 1)."""
+    doc = await db.meta.find_one({"_id": SCHEMA_ID})
+    return None if doc is None else int(doc["version"])
+
+
+async def prepare(db: AsyncDatabase[Doc]) -> int:
+    """Bring the database to VERSION (or refuse it); the version found (0: a new database)."""
+    found = await recorded_version(db)
+    if found is not None and found > VERSION:
+        raise InvalidArgument(
+            f"the MongoDB database '{db.name}' has store schema version {found}; this server "
+            f"knows versions up to {VERSION}: run a server of that version (or newer) on it"
+        )
+    if found is None:
+        # New, or written by version 1: the upgrade is a no-op on an empty database.
+        found = 1 if await db.instances.find_one({}, projection={"_id": 1}) is not None else 0
+        await _v1_to_v2(db)
+    if found < VERSION:
+        # $max: a server of a newer version that raced us never sees its version lowered.
+        await db.meta.update_one({"_id": SCHEMA_ID}, {"$max": {"version": VERSION}}, upsert=True)
+    return found
+
+
+async def _v1_to_v2(db: AsyncDatabase[Doc]) -> None:
+    """Per-event history documents become one-event chunks, in place, in one command."""
+    await db.history.update_many(
+        {"event": {"$exists": True}},
+        [{"$set": {"events": ["$event"], "end": {"$add": ["$seq", 1]}}}, {"$unset": "event"}],
+    )
+    # Version 1 looked history up by (key, seq); version 2 by (key, end).
+    try:
+        await db.history.drop_index("key_seq")
+    except OperationFailure as e:
+        if e.code not in _MISSING:
+            raise
+
+
+HISTORY_INDEXES = [
+    IndexModel(
+        [("app_id", ASCENDING), ("instance_id", ASCENDING), ("end", ASCENDING)], unique=True, name="key_end"
+    )
+]

@@ -1,0 +1,216 @@
+"""MongoDB store specifics: group commit (store/mongo/batch.py) and the change feed
+leaving out this server's own writes. Needs a MongoDB (STORE_TEST_MONGOD=1)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from backend.domain.model import InstanceKey, Message
+from backend.errors import LeaseLost
+from backend.store import open_store
+from backend.store.base import Change
+from backend.store.mongo import MongoStore
+from tests.store.conftest import _mongodb_params
+from tests.store.test_contract import (
+    APP,
+    COMPLETED,
+    OTHER_APP,
+    T0,
+    activity,
+    at,
+    commit_for,
+    lease_all,
+    new,
+    raised,
+)
+
+pytestmark = pytest.mark.parametrize("durable_url", _mongodb_params(), indirect=True)
+
+
+@contextlib.asynccontextmanager
+async def mongo(url: str) -> AsyncIterator[MongoStore]:
+    store = open_store(url)
+    assert isinstance(store, MongoStore)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_concurrent_commits_share_transactions_and_each_is_fenced(durable_url: str) -> None:
+    keys = [InstanceKey(APP, f"wf-{n}") for n in range(20)]
+    async with mongo(durable_url) as store:
+        for key in keys:
+            await store.create_instance(new(key), replace_terminal=False)
+        leases = await lease_all(store, now=T0, until=at(10))
+        assert set(leases) == set(keys)
+        # Two of them expire and are taken over by another owner: their commits must fail alone.
+        lost = keys[:2]
+        for key in lost:
+            await store.abandon_workflow(leases[key], retry_at=None)
+        taken = await lease_all(store, owner="other", now=at(1))
+        assert set(taken) == set(lost)
+        before = store._g.transactions
+        outcomes = await asyncio.gather(
+            *(
+                store.commit_workflow(
+                    leases[key],
+                    commit_for(leases[key], history=[raised(f"{key.instance_id}-{n}") for n in range(3)]),
+                    now=at(1),
+                )
+                for key in keys
+            ),
+            return_exceptions=True,
+        )
+        assert [isinstance(o, LeaseLost) for o in outcomes] == [k in lost for k in keys]
+        assert store._g.transactions - before < len(keys) - len(lost)  # they shared transactions
+        for key in keys:
+            names = [e.eventRaised.name for e in await store.get_history(key)]
+            assert names == ([] if key in lost else [f"{key.instance_id}-{n}" for n in range(3)])
+            assert (await store.get_history(key, 2)) == (await store.get_history(key))[2:]
+
+
+async def test_activity_results_batch_with_a_lost_one_failing_alone(durable_url: str) -> None:
+    parent = InstanceKey(APP, "fan")
+    async with mongo(durable_url) as store:
+        await store.create_instance(new(parent), replace_terminal=False)
+        [lease] = (await lease_all(store, now=T0)).values()
+        acts = [activity(parent, f"a{n}", task_id=n) for n in range(10)]
+        await store.commit_workflow(lease, commit_for(lease, activities=acts), now=T0)
+        held = await store.lease_activities(OTHER_APP, owner="o1", now=T0, until=at(5), limit=100)
+        assert len(held) == 10
+        # One expires and another owner takes it.
+        stolen = await store.lease_activities(OTHER_APP, owner="o2", now=at(6), until=at(60), limit=1)
+        assert len(stolen) == 1
+        results = await asyncio.gather(
+            *(
+                store.complete_activity(a, Message(target=parent, event=raised(f"r{a.task.request.taskId}")))
+                for a in held
+            ),
+            return_exceptions=True,
+        )
+        lost = [a.id == stolen[0].id for a in held]
+        assert [isinstance(r, LeaseLost) for r in results] == lost
+        [turn] = (await lease_all(store, now=at(7))).values()
+        got = sorted(i.event.eventRaised.name for i in turn.inbox)
+        assert got == sorted(
+            f"r{a.task.request.taskId}" for a, gone in zip(held, lost, strict=True) if not gone
+        )
+        await store.commit_workflow(turn, commit_for(turn, status=COMPLETED), now=at(7))
+
+
+async def test_change_feed_leaves_out_our_own_writes(durable_url: str) -> None:
+    async with mongo(durable_url) as ours, mongo(durable_url) as theirs:
+        feeds = {"ours": ours.changes(), "theirs": theirs.changes()}
+        seen: dict[str, list[Change]] = {"ours": [], "theirs": []}
+        arrived = asyncio.Event()
+
+        async def collect(name: str) -> None:
+            feed = feeds[name]
+            assert feed is not None
+            async for change in feed:
+                seen[name].append(change)
+                arrived.set()
+
+        tasks = [asyncio.create_task(collect(n)) for n in feeds]
+        try:
+            await asyncio.sleep(0.5)  # the change streams are open before the writes
+            key = InstanceKey(APP, "mine")
+            await ours.create_instance(new(key), replace_terminal=False)
+            [lease] = (await lease_all(ours, now=T0)).values()
+            await ours.commit_workflow(lease, commit_for(lease, history=[raised("x")]), now=T0)
+            # A write by the other server is the marker that our feed has caught up.
+            await theirs.create_instance(new(InstanceKey(APP, "theirs")), replace_terminal=False)
+            async with asyncio.timeout(20):
+                while (
+                    Change(app_id=APP, instance_id="theirs") not in seen["ours"]
+                    or seen["theirs"].count(Change(app_id=APP, instance_id="mine")) < 2  # create, commit
+                ):
+                    await arrived.wait()
+                    arrived.clear()
+            assert Change(app_id=APP, instance_id="mine") not in seen["ours"]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_results_for_many_parents_in_one_batch_keep_each_inbox_in_order(durable_url: str) -> None:
+    parents = [InstanceKey(APP, f"p{n}") for n in range(6)]
+    async with mongo(durable_url) as store:
+        for p in parents:
+            await store.create_instance(new(p), replace_terminal=False)
+        leases = await lease_all(store, now=T0)
+        for p in parents:
+            acts = [activity(p, f"{p.instance_id}-a{n}", task_id=n) for n in range(3)]
+            await store.commit_workflow(leases[p], commit_for(leases[p], activities=acts), now=T0)
+        held = await store.lease_activities(OTHER_APP, owner="o1", now=T0, until=at(30), limit=100)
+        assert len(held) == 18
+        before = store._g.transactions
+        await asyncio.gather(
+            *(
+                store.complete_activity(a, Message(target=a.task.parent, event=raised(a.task.request.name)))
+                for a in held
+            )
+        )
+        assert store._g.transactions - before < len(held)
+        for p in parents:  # a message sent afterwards queues behind the results
+            assert await store.send(Message(target=p, event=raised(f"{p.instance_id}-last")))
+        turns = await lease_all(store, now=at(1))
+        for p in parents:
+            names = [i.event.eventRaised.name for i in turns[p].inbox]
+            assert sorted(names[:3]) == [f"{p.instance_id}-a{n}" for n in range(3)]
+            assert names[3:] == [f"{p.instance_id}-last"]
+
+
+async def test_a_document_locked_by_an_open_transaction_holds_up_only_its_own_items(durable_url: str) -> None:
+    """A killed server's transaction stays open on mongod for a minute: results for the
+    instance it locks wait, those for other instances in the same batch do not."""
+    from urllib.parse import urlsplit
+
+    from pymongo import AsyncMongoClient
+
+    locked, free = InstanceKey(APP, "locked"), InstanceKey(APP, "free")
+    async with mongo(durable_url) as store:
+        for key in (locked, free):
+            await store.create_instance(new(key), replace_terminal=False)
+        leases = await lease_all(store, now=T0)
+        for key in (locked, free):
+            acts = [activity(key, f"{key.instance_id}-{n}", task_id=n) for n in range(2)]
+            await store.commit_workflow(leases[key], commit_for(leases[key], activities=acts), now=T0)
+        held = await store.lease_activities(OTHER_APP, owner="o1", now=T0, until=at(600), limit=100)
+        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(durable_url)
+        orphan = client.start_session()
+        try:
+            db = client[urlsplit(durable_url).path.lstrip("/")]
+            await orphan.start_transaction()
+            await db.instances.update_one(
+                {"app_id": APP, "instance_id": locked.instance_id}, {"$set": {"x": 1}}, session=orphan
+            )
+            done = {
+                a.id: asyncio.ensure_future(
+                    store.complete_activity(
+                        a, Message(target=a.task.parent, event=raised(a.task.request.name))
+                    )
+                )
+                for a in held
+            }
+            mine = [done[a.id] for a in held if a.task.parent == free]
+            theirs = [done[a.id] for a in held if a.task.parent == locked]
+            await asyncio.wait_for(asyncio.gather(*mine), 30)  # well inside the transaction's minute
+            assert not any(f.done() for f in theirs)
+            await orphan.abort_transaction()
+            await asyncio.wait_for(asyncio.gather(*theirs), 60)
+        finally:
+            await orphan.end_session()
+            await client.close()
+        turns = await lease_all(store, now=at(1))
+        for key in (locked, free):
+            assert sorted(i.event.eventRaised.name for i in turns[key].inbox) == [
+                f"{key.instance_id}-{n}" for n in range(2)
+            ]
