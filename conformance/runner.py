@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 from backend._proto import orchestration_pb2 as opb
 from backend._proto import orchestrator_service_pb2 as spb
 from backend._proto import orchestrator_service_pb2_grpc as sgrpc
-from conformance import secure
+from conformance import judges, secure
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -41,6 +41,10 @@ BUILD = HERE / ".build"
 APPS = ("main", "remote", "app1", "app2", "app3", "app4")
 CAST_LEAD = "app1"  # in a cast, the column's SDK plays this app and starts the workflow
 SERVE_WAIT = 60.0  # seconds a --serve harness may take to connect its worker
+# The payload bound of the servers the runner starts (--max-payload-bytes): 1 MiB, well below
+# the SDKs' default 4 MiB gRPC receive size, so `large_payload` meets the server's bound and not
+# the transport's (a work item carries a payload several times). The harnesses use the same value.
+PAYLOAD_LIMIT = 1024 * 1024
 # TLS and tokens (conformance/secure.py): none unless --secure or --tls-ca / token files.
 SECURITY = secure.Security()
 
@@ -75,7 +79,8 @@ class Sdk:
             return not self.build
         if self.sources is None:
             return True
-        newest = max((p.stat().st_mtime for p in self.sources.rglob("*") if p.is_file()), default=0.0)
+        files = [self.sources] if self.sources.is_file() else self.sources.rglob("*")
+        newest = max((p.stat().st_mtime for p in files if p.is_file()), default=0.0)
         return newest <= self.built.stat().st_mtime
 
 
@@ -84,6 +89,33 @@ def _go_harness(name: str, folder: str, only: frozenset[str] | None = None) -> S
     binary = BUILD / f"{folder}-harness"
     build = [["go", "build", "-C", str(HERE / folder), "-o", str(binary), "."]]
     return Sdk(name, [str(binary)], build, binary, HERE / folder, only=only)
+
+
+def _venv_harness(name: str, folder: str) -> Sdk:
+    """A Python harness whose SDK needs a venv of its own (folder/requirements.txt), made in
+    .build/<folder>-venv; a marker file records when it was last installed."""
+    venv, reqs = BUILD / f"{folder}-venv", HERE / folder / "requirements.txt"
+    marker = venv / "installed"
+    build = [
+        [sys.executable, "-m", "venv", "--clear", str(venv)],
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "-r", str(reqs)],
+        [sys.executable, "-c", "import pathlib, sys; pathlib.Path(sys.argv[1]).touch()", str(marker)],
+    ]
+    return Sdk(name, [str(venv / "bin" / "python"), str(HERE / folder / "harness.py")], build, marker, reqs)
+
+
+def _all_but(*names: str) -> frozenset[str]:
+    """Every scenario folder except `names` (a column that does not play those yet)."""
+    return frozenset(p.parent.name for p in (HERE / "scenarios").glob("*/scenario.json")) - set(names)
+
+
+def _node_harness(name: str, sdk: str, only: frozenset[str] | None = None) -> Sdk:
+    """The Node harness (conformance/js) for one of its SDKs; `npm ci` from its lock file."""
+    folder = HERE / "js"
+    build = [["npm", "ci", "--prefix", str(folder), "--no-audit", "--no-fund", "--ignore-scripts"]]
+    lock = folder / "node_modules" / ".package-lock.json"
+    command = ["node", str(folder / "harness.mjs"), "--sdk", sdk]
+    return Sdk(name, command, build, lock, folder / "package-lock.json", only=only)
 
 
 SDKS = {
@@ -101,6 +133,20 @@ SDKS = {
         HERE / "java" / "target" / "conformance-harness.jar",
         HERE / "java" / "src",
     ),
+    # Dapr-level SDKs (issue #13), configured only the way their users configure them.
+    "python-ext": _venv_harness("python-ext", "python-ext"),  # dapr-ext-workflow 1.18.3
+    "go-dapr": _go_harness("go-dapr", "go-dapr"),  # github.com/dapr/go-sdk v1.15.0
+    # @dapr/durabletask-js 1.0.0. event_order is not played: 1.0.0 drops an event raised while
+    # its name has an empty waiter list (`if (!taskList && eventName)`, fixed in @dapr/dapr's copy).
+    "js": _node_harness("js", "durabletask", only=_all_but("event_order")),
+    "js-dapr": _node_harness("js-dapr", "dapr"),  # @dapr/dapr 3.18.0's workflow API
+    "java-dapr": Sdk(  # io.dapr:dapr-sdk-workflows 1.17.1
+        "java-dapr",
+        ["java", "-jar", str(HERE / "java-dapr" / "target" / "conformance-dapr-harness.jar")],
+        [["mvn", "-q", "-B", "-f", str(HERE / "java-dapr" / "pom.xml"), "package", "-DskipTests"]],
+        HERE / "java-dapr" / "target" / "conformance-dapr-harness.jar",
+        HERE / "java-dapr" / "src",
+    ),
 }
 
 
@@ -114,6 +160,10 @@ class Result:
     seconds: float = 0.0
     # The SDK has no public API for what the scenario needs: shown as n/a, neither pass nor fail.
     unsupported: bool = False
+    note: str = ""  # shown next to a pass (e.g. the full/delta sends of a stateful-history run)
+    # The run failed exactly as scenario.json's `sdk_bugs` says this SDK does (a bug in the SDK,
+    # named there): shown as "SDK bug", neither pass nor fail; any other problem still fails.
+    sdk_bug: bool = False
 
 
 # -- the server under test ---------------------------------------------------------------
@@ -145,6 +195,7 @@ def start_server(
         apps = dict.fromkeys(APPS, shared)
     apps = apps or {app: f"127.0.0.1:{_free_port()}" for app in APPS}
     cmd = [sys.executable, "-m", "backend", "serve", "--store", store, *SECURITY.server_args(apps)]
+    cmd += ["--max-payload-bytes", str(PAYLOAD_LIMIT)]
     for app, address in apps.items():
         cmd += ["--app", f"{app}={address}"]
     out = log.open("wb")
@@ -166,7 +217,8 @@ def start_servers(
     """One server for every app ID, or (MongoDB) one server process per app ID on one database:
     the production shape, where cross-app work crosses processes through the store."""
     if not per_app:
-        proc, apps = start_server(store, log_stem.with_suffix(".log"))
+        # Not with_suffix: an SDK name may hold dots ("go@v0.11.3", the version matrix).
+        proc, apps = start_server(store, log_stem.with_name(f"{log_stem.name}.log"))
         return [proc], apps
     procs: list[subprocess.Popen[bytes]] = []
     apps = {}
@@ -276,7 +328,9 @@ def judge(stub: sgrpc.TaskHubSidecarServiceStub, instance_id: str, expect: dict[
     history = stub.GetInstanceHistory(
         spb.GetInstanceHistoryRequest(instanceId=instance_id), timeout=10
     ).events
-    return problems + _history_problems(list(history), expect)
+    return (
+        problems + _history_problems(list(history), expect) + judges.history_problems(list(history), expect)
+    )
 
 
 def _substitute(value: Any, run_id: str) -> Any:
@@ -342,9 +396,17 @@ def run_one(
     run_id: str,
     timeout: float,
     cast: dict[str, str] | None = None,
+    server_logs: dict[str, Path] | None = None,
 ) -> Result:
     spec = json.loads((scenarios_dir / scenario / "scenario.json").read_text())
     expect = spec["expect"]
+    sends = spec.get("workflow_sends")
+    sends_log = (server_logs or {}).get(sends.get("app", "main")) if sends else None
+    if sends and sends_log is None:
+        return Result(
+            scenario, sdk.name, False, "needs the log of a server the runner started", unsupported=True
+        )
+    sends_from = judges.log_offset(sends_log)
     cmd = [*sdk.command, *_harness_args(scenario, run_id, apps)]
     helpers: list[subprocess.Popen[str]] = []
     started = time.monotonic()
@@ -396,7 +458,16 @@ def run_one(
         with SECURITY.channel(apps[app], app) as channel:
             stub = sgrpc.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]
             problems += [f"{role}: {p}" for p in judge(stub, iid, expect[role])]
-    return Result(scenario, sdk.name, not problems, "; ".join(problems) or "ok", version, seconds)
+    note = ""
+    if sends and sends_log is not None:
+        streams, still_open = judges.streams_of(sends_log, sends_from, sends.get("app", "main"))
+        more, note = judges.sends_problems(sends, streams, still_open)
+        problems += more
+    reason = "; ".join(problems) or "ok"
+    bug = judges.known_sdk_bug(spec, sdk.name, problems)
+    if bug:
+        return Result(scenario, sdk.name, False, reason, version, seconds, note=bug, sdk_bug=True)
+    return Result(scenario, sdk.name, not problems, reason, version, seconds, note=note)
 
 
 # -- reporting -----------------------------------------------------------------------------------
@@ -404,7 +475,10 @@ def run_one(
 
 def _mark(r: Result) -> str:
     if r.passed:
-        return "pass" if r.scenario not in CAST_NOTES else f"pass ({CAST_NOTES[r.scenario][r.sdk]})"
+        note = CAST_NOTES.get(r.scenario, {}).get(r.sdk) or r.note
+        return f"pass ({note})" if note else "pass"
+    if r.sdk_bug:
+        return f"SDK bug: {r.note}"
     return f"n/a: {r.reason}" if r.unsupported else f"FAIL: {r.reason}"
 
 
@@ -452,7 +526,27 @@ def main(argv: list[str] | None = None) -> int:
         help="one server process per app ID, all on the --store database (MongoDB)",
     )
     secure.add_arguments(parser)
+    matrix_group = parser.add_argument_group("the SDK version matrix (conformance/matrix.py)")
+    matrix_group.add_argument(
+        "--matrix", action="store_true", help="the core scenarios over several versions of each SDK line"
+    )
+    matrix_group.add_argument("--line", action="append", help="only this SDK line (go, python, java, ...)")
+    matrix_group.add_argument("--matrix-table", type=Path, help="write the matrix's markdown table here")
+    matrix_group.add_argument(
+        "--update-readme", action="store_true", help="rewrite the matrix table in README.md"
+    )
     args = parser.parse_args(argv)
+    if args.matrix:
+        from conformance import matrix
+
+        return matrix.run(
+            args.line,
+            args.scenario or sorted(CORE_SCENARIOS),
+            ["--store", args.store, "--timeout", str(args.timeout), "--parallel", str(args.parallel)],
+            args.json,
+            args.matrix_table,
+            ROOT / "README.md" if args.update_readme else None,
+        )
     global SECURITY
     SECURITY = secure.from_args(args, APPS)
 
@@ -501,12 +595,20 @@ def main(argv: list[str] | None = None) -> int:
     def run_sdk(name: str) -> list[Result]:
         # Own server per SDK: two SDKs' workers on one app ID would take each other's work.
         servers: list[subprocess.Popen[bytes]] = []
+        logs: dict[str, Path] = {}  # app -> the log of the server serving it (judges.py reads it)
         if args.endpoint:
             apps = endpoint
         else:
-            servers, apps = start_servers(
-                store_for(args.store, f"{stamp}_{name}"), BUILD / f"server-{name}", args.server_per_app
-            )
+            # The run's stamp in the name: two runners at once (a test, a developer) must not
+            # share a log file, judges.py reads the streams this run's server logged.
+            stem = BUILD / f"server-{stamp}-{name}"
+            servers, apps = start_servers(store_for(args.store, f"{stamp}_{name}"), stem, args.server_per_app)
+            for app in apps:
+                logs[app] = (
+                    stem.with_name(f"{stem.name}-{app}.log")
+                    if args.server_per_app
+                    else stem.with_name(f"{stem.name}.log")
+                )
         out = []
         try:
             for sc in scenarios:
@@ -528,8 +630,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"{stamp}-{name.replace('.', '')}",
                         args.timeout,
                         cast,
+                        logs,
                     )
-                mark = "pass" if r.passed else ("n/a " if r.unsupported else "FAIL")
+                mark = "pass" if r.passed else ("n/a " if r.unsupported else "bug " if r.sdk_bug else "FAIL")
                 print(
                     f"{mark}  {name:14} {sc:24} {r.seconds:6.1f}s  {'' if r.passed else r.reason}",
                     file=sys.stderr,
@@ -544,8 +647,8 @@ def main(argv: list[str] | None = None) -> int:
         results = [r for batch in pool.map(run_sdk, sdks) for r in batch]
 
     print(table(results, sdks, scenarios))
-    failed = [r for r in results if not r.passed and not r.unsupported]
-    na = [r for r in results if r.unsupported]
+    failed = [r for r in results if not r.passed and not r.unsupported and not r.sdk_bug]
+    na = [r for r in results if r.unsupported or r.sdk_bug]
     print(f"\n{len(results) - len(failed) - len(na)} passed, {len(failed)} failed, {len(na)} skipped")
     if args.json:
         args.json.write_text(

@@ -24,10 +24,12 @@ import (
 
 // driveEnv is what a scenario's client-side driver works with.
 type driveEnv struct {
-	ctx       context.Context
-	c         *client.TaskHubGrpcClient
-	iid       api.InstanceID
-	startApp  func(role string) error // starts the worker of one of the scenario's late apps
+	ctx      context.Context
+	c        *client.TaskHubGrpcClient
+	iid      api.InstanceID
+	startApp func(role string) error // starts the worker of one of the scenario's late apps
+	// worker starts a worker of `role` with the given registrations; stop ends it (a swap).
+	worker    func(role string, reg func(*task.TaskRegistry) error) (stop func(), err error)
 	instances map[string]string
 	facts     map[string]any
 }

@@ -418,21 +418,28 @@ func run(name string, sc *scenario, apps map[string]string, iid api.InstanceID, 
 			return fmt.Errorf("scenario %s needs --app %s=HOST:PORT", name, role)
 		}
 	}
-	startWorker := func(role string, reg func(*task.TaskRegistry) error) error {
+	// A worker runs until the scenario ends, or until its stop function (a worker swap).
+	startStoppable := func(role string, reg func(*task.TaskRegistry) error) (func(), error) {
 		r := task.NewTaskRegistry()
 		if err := reg(r); err != nil {
-			return fmt.Errorf("registering on %s: %w", role, err)
+			return nil, fmt.Errorf("registering on %s: %w", role, err)
 		}
 		cc, err := dial(role)
 		if err != nil {
-			return err
+			return nil, err
 		}
+		wctx, wcancel := context.WithCancel(ctx)
 		w := client.NewTaskHubGrpcClient(cc, prefixLogger(role))
-		if err := w.StartWorkItemListener(ctx, r); err != nil {
-			return fmt.Errorf("starting the %s worker: %w", role, err)
+		if err := w.StartWorkItemListener(wctx, r); err != nil {
+			wcancel()
+			return nil, fmt.Errorf("starting the %s worker: %w", role, err)
 		}
 		log.Printf("worker for %s started on %s", role, apps[role])
-		return nil
+		return func() { wcancel(); _ = cc.Close() }, nil
+	}
+	startWorker := func(role string, reg func(*task.TaskRegistry) error) error {
+		_, err := startStoppable(role, reg)
+		return err
 	}
 	for _, role := range roles {
 		if err := startWorker(role, sc.apps[role]); err != nil {
@@ -462,6 +469,7 @@ func run(name string, sc *scenario, apps map[string]string, iid api.InstanceID, 
 				}
 				return startWorker(role, reg)
 			},
+			worker: startStoppable,
 		}
 		err := sc.drive(env)
 		if len(env.facts) > 0 {
@@ -553,6 +561,9 @@ func main() {
 	}
 	all := scenarios()
 	for n, sc := range lifecycleScenarios() {
+		all[n] = sc
+	}
+	for n, sc := range moreScenarios() {
 		all[n] = sc
 	}
 	all["ml_pipeline"] = mlPipelineScenario()

@@ -80,6 +80,17 @@ class TokenInterceptor(
         return continuation(self._details(details), request)
 
 
+def _takes_input(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The scenario functions take (ctx, input); dapr before 1.18 calls a workflow with ctx
+    alone when its input is None, so register a wrapper whose input defaults to None."""
+
+    def call(ctx: Any, data: Any = None) -> Any:
+        return fn(ctx, data)
+
+    call.__name__ = fn.__name__
+    return call
+
+
 class Api:
     def __init__(self, sdk: str, *, tls: bool = False, tokens: dict[str, str] | None = None) -> None:
         """`tls`: dial with TLS (the CA to trust is the process's default roots, see harness.py);
@@ -92,7 +103,10 @@ class Api:
 
             self.wf = wf
             self.name = f"python-dapr@{version('dapr')}"
-            self.task_failed: type[Exception] = wf.TaskFailedError
+            failed = getattr(wf, "TaskFailedError", None)
+            if failed is None:  # dapr-ext-workflow before 1.18 raises durabletask-dapr's own
+                from durabletask.task import TaskFailedError as failed
+            self.task_failed: type[Exception] = failed
         else:
             from durabletask import client, task, worker
 
@@ -115,9 +129,11 @@ class Api:
         app: str | None = None,
         iid: str | None = None,
         retry: Any = None,
+        propagation: str | None = None,
     ) -> Any:
         call = ctx.call_child_workflow if self.sdk == "dapr" else ctx.call_sub_orchestrator
-        return call(name, input=data, app_id=app, instance_id=iid, retry_policy=retry)
+        more = {"propagation": self.wf.PropagationScope[propagation]} if propagation else {}
+        return call(name, input=data, app_id=app, instance_id=iid, retry_policy=retry, **more)
 
     def when_all(self, tasks: list[Any]) -> Any:
         return (self.wf if self.sdk == "dapr" else self.task).when_all(tasks)
@@ -168,16 +184,22 @@ class Api:
         address: str,
         workflows: dict[str, Callable[..., Any]],
         activities: dict[str, Callable[..., Any]],
+        versioned: list[tuple[str, str, Callable[..., Any], bool]] | None = None,
     ) -> Any:
+        """`versioned`: (workflow name, version name, function, is latest) registrations."""
         if self.sdk == "dapr":
             host, port = self._dapr_address(address)
             token = self.tokens.get(app)
             interceptors = [TokenInterceptor(token)] if token else None
             rt = self.wf.WorkflowRuntime(host=host, port=port, interceptors=interceptors)
             for name, fn in workflows.items():
-                rt.register_workflow(fn, name=name)
+                rt.register_workflow(_takes_input(fn), name=name)
+            for name, version_name, fn, latest in versioned or ():
+                rt.register_versioned_workflow(
+                    _takes_input(fn), name=name, version_name=version_name, is_latest=latest
+                )
             for name, fn in activities.items():
-                rt.register_activity(fn, name=name)
+                rt.register_activity(_takes_input(fn), name=name)
             rt.start()
             return rt
         w = self.worker_mod.TaskHubGrpcWorker(host_address=address, **self._legacy_options(app))
@@ -202,9 +224,20 @@ class Api:
 
     def start(self, c: Any, name: str, iid: str, data: Any = None, at: datetime | None = None) -> None:
         if self.sdk == "dapr":
-            c.schedule_new_workflow(name, input=data, instance_id=iid, start_at=at)
+            c.schedule_new_workflow(self._workflow_ref(name), input=data, instance_id=iid, start_at=at)
         else:
             c.schedule_new_orchestration(name, input=data, instance_id=iid, start_at=at)
+
+    def _workflow_ref(self, name: str) -> Any:
+        """dapr before 1.18 schedules a workflow by function only and takes its __name__: a
+        stand-in that carries the name (the workflow may live in another language's worker)."""
+        if tuple(int(p) for p in version("dapr").split(".")[:2]) >= (1, 18):
+            return name
+
+        def ref() -> None: ...
+
+        ref.__name__ = name
+        return ref
 
     def raise_event(self, c: Any, iid: str, name: str, data: Any) -> None:
         if self.sdk == "dapr":
@@ -255,6 +288,33 @@ class Api:
             raise Unsupported("durabletask-dapr 0.17.4's TaskHubGrpcClient has no list-instance-IDs call")
         page = c.list_workflow_instance_ids(page_size=size, continuation_token=token)
         return list(page.instance_ids), page.continuation_token or None
+
+    def need(self, feature: str) -> None:
+        """Raises Unsupported when the SDK has no public API for `feature` (checked by a
+        scenario's client side, before any workflow needs it)."""
+        if self.sdk == "dapr":
+            return
+        missing = {
+            "versioning": "durabletask-dapr 0.17.4's TaskHubGrpcWorker.add_orchestrator takes no version",
+            "patches": "durabletask-dapr 0.17.4's OrchestrationContext has no is_patched",
+            "rerun": "durabletask-dapr 0.17.4's TaskHubGrpcClient has no rerun-from-event call",
+            "propagation": "durabletask-dapr 0.17.4's call_sub_orchestrator takes no history propagation",
+            "history": "durabletask-dapr 0.17.4's TaskHubGrpcClient has no get-instance-history call",
+        }
+        raise Unsupported(missing[feature])
+
+    def rerun(
+        self, c: Any, iid: str, event_id: int, new_iid: str, *, data: Any = None, new_input: bool
+    ) -> str:
+        self.need("rerun")
+        if new_input:
+            return str(c.rerun_workflow_from_event(iid, event_id, new_instance_id=new_iid, input=data))
+        return str(c.rerun_workflow_from_event(iid, event_id, new_instance_id=new_iid))
+
+    def history_ids(self, c: Any, iid: str) -> list[tuple[str, int]]:
+        """(kind, event ID) of the instance's history events, oldest first."""
+        self.need("history")
+        return [(e.event_type.value, e.event_id) for e in c.get_workflow_history(iid)]
 
     def history(self, c: Any, iid: str) -> list[str]:
         """The kinds of the instance's history events, oldest first, as the proto names them."""

@@ -24,14 +24,20 @@ from typing import Any
 
 # Run as a script (the runner does): its sibling modules are on sys.path.
 from adapter import Api, Unsupported
-from scenarios import Run, scenarios
+from more import more_scenarios
+from scenarios import Run, Scenario, scenarios
+
+
+def every_scenario(api: Api) -> dict[str, Scenario]:
+    return {**scenarios(api), **more_scenarios(api)}
 
 
 def run(api: Api, name: str, apps: dict[str, str], run_id: str) -> dict[str, Any]:
-    r = Run(api, scenarios(api)[name], name, apps, run_id)
+    r = Run(api, every_scenario(api)[name], name, apps, run_id)
     line: dict[str, Any] = {"scenario": name, "sdk": api.name, "instances": r.instances, "error": None}
     try:
-        for app in r.scenario.hosted or tuple(r.scenario.apps):
+        hosted = r.scenario.hosted
+        for app in tuple(r.scenario.apps) if hosted is None else hosted:
             r.host(app)
         r.scenario.drive(r)
     except Unsupported as err:
@@ -47,7 +53,7 @@ def run(api: Api, name: str, apps: dict[str, str], run_id: str) -> dict[str, Any
 
 
 def serve(api: Api, name: str, app: str, apps: dict[str, str], run_id: str) -> int:
-    r = Run(api, scenarios(api)[name], name, apps, run_id)
+    r = Run(api, every_scenario(api)[name], name, apps, run_id)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
@@ -91,7 +97,7 @@ def main() -> int:
             tokens[app] = f.read().strip()
     api = Api(args.sdk, tls=bool(args.tls_ca), tokens=tokens)
     if args.list:
-        print("\n".join(scenarios(api)))
+        print("\n".join(every_scenario(api)))
         return 0
     apps = dict(a.split("=", 1) for a in args.app)
     if args.serve:

@@ -66,7 +66,9 @@ class Run:
             except Exception as err:
                 print(f"stopping a worker failed: {err}", file=sys.stderr)
         for c in self._clients.values():
-            c.close()
+            close = getattr(c, "close", None)  # dapr's DaprWorkflowClient before 1.18 has none
+            if close is not None:
+                close()
 
 
 @dataclass

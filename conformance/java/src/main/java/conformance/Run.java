@@ -39,6 +39,7 @@ final class Run {
   final Map<String, Object> facts = new LinkedHashMap<>();
 
   private final List<DurableTaskGrpcWorker> workers = new ArrayList<>();
+  private final Map<DurableTaskGrpcWorker, ManagedChannel> workerChannels = new LinkedHashMap<>();
   private final List<ManagedChannel> channels = new ArrayList<>();
   private final Map<String, DurableTaskClient> clients = new LinkedHashMap<>();
 
@@ -58,13 +59,32 @@ final class Run {
     if (spec == null) {
       throw new IllegalArgumentException("the scenario hosts nothing on app '" + app + "'");
     }
-    DurableTaskGrpcWorkerBuilder b = new DurableTaskGrpcWorkerBuilder().grpcChannel(channel(app));
+    hostWith(app, spec, List.of());
+  }
+
+  /** A worker of the drive's choosing ({@code versioned}: more registrations), for a worker swap: {@link #stop}. */
+  DurableTaskGrpcWorker hostWith(String app, Scenario.App spec, List<TaskOrchestrationFactory> versioned) {
+    ManagedChannel ch = channel(app);
+    DurableTaskGrpcWorkerBuilder b = new DurableTaskGrpcWorkerBuilder().grpcChannel(ch);
     // No .appId(...): like Dapr's sdk-workflows, the worker learns its app ID from the ExecutionStarted router.
     spec.workflows().forEach((name, fn) -> b.addOrchestration(orchestration(name, fn)));
+    versioned.forEach(b::addOrchestration);
     spec.activities().forEach((name, fn) -> b.addActivity(activity(name, fn)));
     DurableTaskGrpcWorker w = b.build();
     w.start();
     workers.add(w);
+    workerChannels.put(w, ch);
+    return w;
+  }
+
+  /** Stops a worker and its channel, so that the server sees its stream end. */
+  void stop(DurableTaskGrpcWorker w) throws InterruptedException {
+    workers.remove(w);
+    w.close();
+    ManagedChannel ch = workerChannels.remove(w);
+    if (ch != null) {
+      ch.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+    }
   }
 
   private static TaskOrchestrationFactory orchestration(String name, TaskOrchestration fn) {
@@ -180,7 +200,8 @@ final class Run {
     Set<OrchestrationRuntimeStatus> wanted = Set.of(statuses);
     long deadline = System.nanoTime() + POLL_FOR.toNanos();
     while (System.nanoTime() < deadline) {
-      if (wanted.contains(status(instanceId))) {
+      OrchestrationRuntimeStatus now = status(instanceId);
+      if (now != null && wanted.contains(now)) { // Set.of's contains(null) throws: not there yet
         return true;
       }
       Thread.sleep(POLL_MILLIS);

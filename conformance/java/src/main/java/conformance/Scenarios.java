@@ -392,6 +392,7 @@ final class Scenarios {
             .activity("fit_model", FIT_MODEL).activity("evaluate_model", EVALUATE_MODEL).build(),
         "app4", app().activity("load_model", LOAD_MODEL).activity("setup_inference", SETUP_INFERENCE).build()),
         List.of("app1"), Scenarios::mlPipeline)); // app2..app4 are other harnesses, run with --serve
+    s.putAll(More.all());
     return s;
   }
 
