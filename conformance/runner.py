@@ -582,7 +582,11 @@ def main(argv: list[str] | None = None) -> int:
             if shutil.which(cmd[0]) is None:
                 raise SystemExit(f"{name}: '{cmd[0]}' is not installed")
             print(f"building {name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
-            subprocess.run(cmd, cwd=ROOT, check=True, stdout=sys.stderr)  # stdout is the report
+            # Builds fetch from the registries (go, mvn, npm): one more try after a failure, so
+            # a dropped connection is not taken for a broken harness; a second failure is.
+            if subprocess.run(cmd, cwd=ROOT, stdout=sys.stderr).returncode != 0:
+                print(f"building {name} failed; trying once more", file=sys.stderr, flush=True)
+                subprocess.run(cmd, cwd=ROOT, check=True, stdout=sys.stderr)  # stdout is the report
 
     if args.endpoint:
         endpoint = dict(e.split("=", 1) for e in args.endpoint)

@@ -67,6 +67,7 @@ def test_a_js_column_fails_a_broken_expectation_and_names_a_missing_api(tmp_path
         timeout=600,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert report.exists(), f"no report; the runner said: {proc.stdout[-3000:]} {proc.stderr[-3000:]}"
     results = {r["scenario"]: r for r in json.loads(report.read_text())["results"]}
     assert results["hello_chain"]["passed"] is True
     assert results["hello_chain"]["sdk_version"] == "js-dapr@3.18.0"
