@@ -457,6 +457,10 @@ class MongoStore(Store):
                         continue
                     if doc is not None:
                         won.append(doc)
+        # The find returns documents in storage order; callers hand work out in claim order
+        # (oldest first), so put the won ones back in the order they were asked for.
+        order = {token: n for n, token in enumerate(claims)}
+        won.sort(key=lambda d: order[str(d["lease_token"])])
         return won
 
     async def _with_inboxes(
