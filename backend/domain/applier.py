@@ -139,5 +139,7 @@ def apply(
         messages=applying.messages,
         new_instances=applying.instances,
         activities=applying.activities,
-        cancel_pending=state.completed is not None,
+        # A completed execution drops its queued activities and timers; with none (the usual
+        # case) the store has nothing to look for.
+        cancel_pending=state.completed is not None and state.has_pending,
     )

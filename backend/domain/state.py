@@ -109,6 +109,12 @@ class RuntimeState:
 
     # -- questions ----------------------------------------------------------
 
+    @property
+    def has_pending(self) -> bool:
+        """An activity without its result, or a timer that has not fired: queued work in the
+        store that an ending execution must drop."""
+        return not (self.tasks.keys() <= self.tasks_done and self.timers.keys() <= self.timers_fired)
+
     def accepts(self, ev: hpb.HistoryEvent) -> bool:
         """Whether an inbox event is new: duplicates and orphans are dropped."""
         if self.completed is not None:

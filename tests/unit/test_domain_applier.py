@@ -454,7 +454,7 @@ def test_complete_without_parent() -> None:
     assert done.executionCompleted.result.value == '"done"'
     assert done.router.sourceAppID == APP
     assert_no_side_effects(commit)
-    assert commit.cancel_pending
+    assert not commit.cancel_pending  # nothing was queued: the store has nothing to drop
     assert commit.state.workflowStatus == opb.ORCHESTRATION_STATUS_COMPLETED
     assert commit.state.output.value == '"done"'
     assert ev.from_ts(commit.state.completedTimestamp) == NOW
@@ -839,7 +839,34 @@ def test_malformed_response_raises_and_produces_nothing(resp: spb.WorkflowRespon
 def test_every_completion_status_is_accepted(status: int) -> None:
     commit = Turn(BASE).apply(response(complete(5, status)))
     assert commit.state.workflowStatus == status
-    assert commit.cancel_pending
+
+
+fire = ev.event(T0, event_id=1, timerCreated=hpb.TimerCreatedEvent())
+
+
+@pytest.mark.parametrize(
+    ("past", "pending"),
+    [
+        ([], False),
+        ([ev.event(T0, event_id=0, taskScheduled=hpb.TaskScheduledEvent(name="a"))], True),
+        ([fire], True),
+        (
+            [
+                ev.event(T0, event_id=0, taskScheduled=hpb.TaskScheduledEvent(name="a")),
+                ev.event(T0, taskCompleted=hpb.TaskCompletedEvent(taskScheduledId=0)),
+                fire,
+                ev.event(T0, timerFired=hpb.TimerFiredEvent(timerId=1)),
+            ],
+            False,
+        ),
+    ],
+    ids=["nothing", "activity-running", "timer-waiting", "all-done"],
+)
+def test_completion_drops_queued_work_only_when_some_is_left(
+    past: list[hpb.HistoryEvent], pending: bool
+) -> None:
+    commit = Turn([*BASE, *past]).apply(response(complete(5, opb.ORCHESTRATION_STATUS_COMPLETED)))
+    assert commit.cancel_pending is pending
 
 
 def test_ids_used_only_by_send_event_may_be_reused() -> None:
