@@ -19,7 +19,7 @@ only rules are about who may take which work when:
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -50,6 +50,17 @@ class ActivityLease:
     id: int | str
     token: str
     task: ActivityTask
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """Store new work leased to the server writing it, saving the lease round trip: up to
+    `slots[app_id]` items of each app (a commit's new activities, a new instance), to
+    `owner` until `until`."""
+
+    owner: str
+    until: datetime
+    slots: Mapping[str, int]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,13 +133,20 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def create_instance(
-        self, new: NewInstance, *, replace_terminal: bool, seed: WorkflowCommit | None = None
-    ) -> None:
+        self,
+        new: NewInstance,
+        *,
+        replace_terminal: bool,
+        seed: WorkflowCommit | None = None,
+        claim: Claim | None = None,
+    ) -> WorkflowLease | None:
         """Store a new instance and its start message, atomically with `seed`
         (history, messages, child instances and activities of its first state).
 
         An existing instance with the key raises AlreadyExists, unless it is
         terminal and `replace_terminal` is set: then it is replaced whole.
+        With `claim` (a slot for the instance's app) a new instance whose start is due now
+        may be stored leased to the claimant: its lease is returned (None: not leased).
         """
 
     @abc.abstractmethod
@@ -168,8 +186,10 @@ class Store(abc.ABC):
         until: datetime,
         limit: int,
         control_only: bool = False,
+        instance_ids: Collection[str] | None = None,
     ) -> list[WorkflowLease]:
-        """Lease up to `limit` unleased instances of the app that have eligible messages.
+        """Lease up to `limit` unleased instances of the app that have eligible messages
+        (only among `instance_ids` when given: the engine knows which it just sent messages to).
 
         With control_only, only CONTROL messages count: the server handles those without
         a worker (terminate, suspend, resume). They are returned with the eligible START
@@ -177,8 +197,16 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def commit_workflow(self, lease: WorkflowLease, commit: WorkflowCommit, *, now: datetime) -> None:
-        """Apply a turn atomically and release the lease (LeaseLost if it is gone)."""
+    async def commit_workflow(
+        self,
+        lease: WorkflowLease,
+        commit: WorkflowCommit,
+        *,
+        now: datetime,
+        claim: Claim | None = None,
+    ) -> list[ActivityLease]:
+        """Apply a turn atomically and release the lease (LeaseLost if it is gone). With
+        `claim`, the new activities it allows are stored leased: their leases are returned."""
 
     @abc.abstractmethod
     async def abandon_workflow(self, lease: WorkflowLease, *, retry_at: datetime | None) -> None:

@@ -32,6 +32,7 @@ from backend.errors import AlreadyExists, LeaseLost
 from backend.store import sqlite_queries
 from backend.store.base import (
     ActivityLease,
+    Claim,
     InstanceFilter,
     ListedInstance,
     ListingCursor,
@@ -264,20 +265,54 @@ class SqliteStore(Store):
     # -- client side ---------------------------------------------------------
 
     async def create_instance(
-        self, new: NewInstance, *, replace_terminal: bool, seed: WorkflowCommit | None = None
-    ) -> None:
-        def create(db: sqlite3.Connection) -> bool:
+        self,
+        new: NewInstance,
+        *,
+        replace_terminal: bool,
+        seed: WorkflowCommit | None = None,
+        claim: Claim | None = None,
+    ) -> WorkflowLease | None:
+        def create(db: sqlite3.Connection) -> WorkflowLease | bool | None:
             if not self._create(db, new, replace_terminal=replace_terminal):
                 return False
             if seed is not None:
                 self._apply(db, seed, length=0, now=new.created_at)
-            return True
+                return None
+            return self._lease_new(db, new, claim)
 
         created = await self._run(create)
-        if not created:
+        if created is False:
             raise AlreadyExists(
                 f"orchestration instance already exists: '{new.key.instance_id}' on app '{new.key.app_id}'"
             )
+        return created if isinstance(created, WorkflowLease) else None
+
+    @staticmethod
+    def _lease_new(db: sqlite3.Connection, new: NewInstance, claim: Claim | None) -> WorkflowLease | None:
+        """Lease a just-created instance to the claimant if the claim has a slot for it and
+        its start is due."""
+        start, key = new.start, new.key
+        if claim is None or start is None or claim.slots.get(key.app_id, 0) <= 0:
+            return None
+        if start.visible_at is not None and start.visible_at > datetime.now(UTC):
+            return None
+        token = uuid.uuid4().hex
+        k = (key.app_id, key.instance_id)
+        db.execute(
+            "UPDATE instances SET lease_owner=?, lease_token=?, lease_until=? WHERE app_id=? AND instance_id=?",
+            (claim.owner, token, _t(claim.until), *k),
+        )
+        rows = db.execute(
+            "SELECT id, event FROM inbox WHERE app_id=? AND instance_id=? ORDER BY id", k
+        ).fetchall()
+        return WorkflowLease(
+            key=key,
+            token=token,
+            state=new.state,
+            history_len=0,
+            inbox=[InboxItem(id=r[0], event=hpb.HistoryEvent.FromString(r[1])) for r in rows],
+            propagated=new.propagated,
+        )
 
     async def get_state(self, key: InstanceKey) -> opb.WorkflowState | None:
         row = await self._run(
@@ -360,9 +395,22 @@ class SqliteStore(Store):
         until: datetime,
         limit: int,
         control_only: bool = False,
+        instance_ids: Collection[str] | None = None,
     ) -> list[WorkflowLease]:
-        params = {"app": app_id, "now": _t(now), "until": _t(until), "owner": owner, "limit": limit}
+        params: dict[str, object] = {
+            "app": app_id,
+            "now": _t(now),
+            "until": _t(until),
+            "owner": owner,
+            "limit": limit,
+        }
         eligible = _ELIGIBLE + (f" AND b.gate = {Gate.CONTROL.value}" if control_only else "")
+        if instance_ids is not None:
+            only = sorted(instance_ids)[:_IN_CHUNK]
+            if not only:
+                return []
+            params.update({f"k{n}": iid for n, iid in enumerate(only)})
+            eligible += f" AND b.instance_id IN ({', '.join(f':k{n}' for n in range(len(only)))})"
         # A control-only lease takes the start along, so control events never precede it.
         taken = _ELIGIBLE + (
             f" AND b.gate IN ({Gate.CONTROL.value}, {Gate.START.value})" if control_only else ""
@@ -418,8 +466,17 @@ class SqliteStore(Store):
             raise LeaseLost(f"lease on {lease.key} is no longer held")
         return int(row[1])
 
-    def _apply(self, db: sqlite3.Connection, commit: WorkflowCommit, *, length: int, now: datetime) -> None:
-        """Write a commit set; the caller has checked the lease (or just created the instance)."""
+    def _apply(
+        self,
+        db: sqlite3.Connection,
+        commit: WorkflowCommit,
+        *,
+        length: int,
+        now: datetime,
+        claim: Claim | None = None,
+    ) -> list[ActivityLease]:
+        """Write a commit set; the caller has checked the lease (or just created the instance).
+        The activities `claim` took, leased."""
         key = (commit.key.app_id, commit.key.instance_id)
         if commit.reset_history:
             db.execute("DELETE FROM history WHERE app_id=? AND instance_id=?", key)
@@ -440,32 +497,61 @@ class SqliteStore(Store):
         for new in commit.new_instances:
             self._create(db, new, replace_terminal=True)
         self._insert_messages(db, commit.messages)
-        db.executemany(
-            "INSERT INTO activities (app_id, parent_app, parent_id, request, router, enqueued_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    a.app_id,
-                    a.parent.app_id,
-                    a.parent.instance_id,
-                    a.request.SerializeToString(),
-                    a.router.SerializeToString(),
-                    _t(now),
-                )
-                for a in commit.activities
-            ],
-        )
+        leased = self._insert_activities(db, commit, now=now, claim=claim)
         db.execute(
             "UPDATE instances SET status=?, state=?, history_len=?, lease_owner=NULL, lease_token=NULL, "
             "lease_until=NULL WHERE app_id=? AND instance_id=?",
             (commit.state.workflowStatus, commit.state.SerializeToString(), length, *key),
         )
+        return leased
 
-    async def commit_workflow(self, lease: WorkflowLease, commit: WorkflowCommit, *, now: datetime) -> None:
-        def apply(db: sqlite3.Connection) -> None:
-            self._apply(db, commit, length=self._check_lease(db, lease), now=now)
+    @staticmethod
+    def _insert_activities(
+        db: sqlite3.Connection, commit: WorkflowCommit, *, now: datetime, claim: Claim | None
+    ) -> list[ActivityLease]:
+        """Queue the commit's activities; those the claim has slots for are stored leased."""
+        slots = dict(claim.slots) if claim is not None else {}
+        rows = [
+            (
+                a.app_id,
+                a.parent.app_id,
+                a.parent.instance_id,
+                a.request.SerializeToString(),
+                a.router.SerializeToString(),
+                _t(now),
+            )
+            for a in commit.activities
+        ]
+        sql = (
+            "INSERT INTO activities (app_id, parent_app, parent_id, request, router, enqueued_at, "
+            "lease_owner, lease_token, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        if claim is None or not any(slots.values()):
+            db.executemany(sql, [(*r, None, None, None) for r in rows])
+            return []
+        leased: list[ActivityLease] = []
+        for a, row in zip(commit.activities, rows, strict=True):
+            if slots.get(a.app_id, 0) <= 0:
+                db.execute(sql, (*row, None, None, None))
+                continue
+            slots[a.app_id] -= 1
+            token = uuid.uuid4().hex
+            cur = db.execute(sql, (*row, claim.owner, token, _t(claim.until)))
+            leased.append(ActivityLease(id=int(cur.lastrowid or 0), token=token, task=a))
+        return leased
 
-        await self._run(apply)
+    async def commit_workflow(
+        self,
+        lease: WorkflowLease,
+        commit: WorkflowCommit,
+        *,
+        now: datetime,
+        claim: Claim | None = None,
+    ) -> list[ActivityLease]:
+        def apply(db: sqlite3.Connection) -> list[ActivityLease]:
+            return self._apply(db, commit, length=self._check_lease(db, lease), now=now, claim=claim)
+
+        return await self._run(apply)
 
     async def abandon_workflow(self, lease: WorkflowLease, *, retry_at: datetime | None) -> None:
         def abandon(db: sqlite3.Connection) -> None:

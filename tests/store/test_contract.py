@@ -29,7 +29,7 @@ from backend.domain.model import (
 )
 from backend.errors import AlreadyExists, InvalidArgument, LeaseLost
 from backend.store import Store, open_store
-from backend.store.base import ActivityLease, Change, InstanceFilter, WorkflowLease
+from backend.store.base import ActivityLease, Change, Claim, InstanceFilter, WorkflowLease
 from tests.store.conftest import _mongodb_params
 
 APP = "app-a"
@@ -194,6 +194,41 @@ async def assert_fresh_inbox(store: Store, key: InstanceKey, *, now: datetime) -
 
 
 # -- create / get / send -----------------------------------------------------------------
+
+
+async def test_create_leased_to_the_claimant(store: Store) -> None:
+    """With a claim slot for its app, a new instance whose start is due is stored leased to
+    the claimant, with its start message, and nobody else can lease it until that expires."""
+    now = datetime.now(UTC)
+    claim = Claim(owner="o1", until=now + timedelta(seconds=30), slots={APP: 1})
+    lease = await store.create_instance(new(KEY, now=now), replace_terminal=False, claim=claim)
+    assert lease is not None and lease.key == KEY and lease.history_len == 0
+    assert inbox_names(lease) == ["executionStarted"]
+    assert lease.state.workflowStatus == PENDING
+    assert await lease_all(store, owner="o2", now=now + timedelta(seconds=29)) == {}
+    await store.commit_workflow(lease, commit_for(lease, history=[ev.workflow_started(now)]), now=now)
+    # Not leased: no slot for its app, a start that is not due yet, or no claim at all.
+    other = InstanceKey(APP, "no-slot")
+    assert (
+        await store.create_instance(
+            new(other, now=now),
+            replace_terminal=False,
+            claim=dataclasses.replace(claim, slots={OTHER_APP: 1}),
+        )
+        is None
+    )
+    later = InstanceKey(APP, "later")
+    assert (
+        await store.create_instance(
+            new(later, now=now, start_at=now + timedelta(hours=1)), replace_terminal=False, claim=claim
+        )
+        is None
+    )
+    assert (
+        await store.create_instance(new(InstanceKey(APP, "plain"), now=now), replace_terminal=False) is None
+    )
+    leased = await lease_all(store, owner="o2", now=now + timedelta(seconds=1))
+    assert set(leased) == {other, InstanceKey(APP, "plain")}
 
 
 async def test_create_and_get_state(store: Store) -> None:
@@ -740,6 +775,94 @@ async def test_lease_activities(store: Store) -> None:
     again = await store.lease_activities(OTHER_APP, owner="w2", now=at(31), until=at(60), limit=10)
     assert sorted(a.task.request.name for a in again) == ["a1", "a2", "a3"]
     assert {a.token for a in again}.isdisjoint({a.token for a in first + rest})
+
+
+async def test_commit_stores_claimed_activities_leased(store: Store) -> None:
+    """A commit with an Claim stores up to the claimed number of each app's new
+    activities leased to the claimant (no lease query); the rest are queued as usual."""
+    await started(store)
+    await store.send(msg(KEY, "schedule"))
+    lease = await lease_one(store, now=at(0.5))
+    names = ["a1", "a2", "a3", "local"]
+    tasks = [activity(KEY, n, task_id=i) for i, n in enumerate(names[:3])]
+    tasks.append(activity(KEY, "local", app_id=APP, task_id=3))
+    claim = Claim(owner="w1", until=at(30), slots={OTHER_APP: 2, "app-unused": 5})
+    leased = await store.commit_workflow(lease, commit_for(lease, activities=tasks), now=at(0.5), claim=claim)
+    assert [a.task.request.name for a in leased] == ["a1", "a2"]
+    assert [a.task for a in leased] == tasks[:2]
+    assert len({a.token for a in leased}) == 2
+    # Only the unclaimed ones are leasable; the claimed ones are held until their lease ends.
+    rest = await store.lease_activities(OTHER_APP, owner="w2", now=at(1), until=at(60), limit=10)
+    assert [a.task.request.name for a in rest] == ["a3"]
+    [local] = await store.lease_activities(APP, owner="w2", now=at(1), until=at(60), limit=10)
+    assert local.task.request.name == "local"
+    # A claimed lease completes like any other, once.
+    result = Message(
+        target=KEY,
+        event=ev.event(at(1), taskCompleted=hpb.TaskCompletedEvent(taskScheduledId=0, result=ev.sv("1"))),
+    )
+    await store.complete_activity(leased[0], result)
+    with pytest.raises(LeaseLost):
+        await store.complete_activity(leased[0], result)
+    # Renewed by token, and after expiry it goes to whoever leases it next.
+    await store.renew_leases([leased[1].token], until=at(45))
+    assert await store.lease_activities(OTHER_APP, owner="w3", now=at(40), until=at(90), limit=10) == []
+    [again] = await store.lease_activities(OTHER_APP, owner="w3", now=at(46), until=at(90), limit=10)
+    assert again.task.request.name == "a2" and again.token != leased[1].token
+    # A commit without a claim leases nothing.
+    nxt = await lease_one(store, now=at(2))
+    assert (
+        await store.commit_workflow(nxt, commit_for(nxt, activities=[activity(KEY, "a4")]), now=at(2)) == []
+    )
+
+
+async def test_lease_named_instances(store: Store) -> None:
+    """lease_workflows(instance_ids=...) claims only those instances, under the same rules."""
+    keys = [InstanceKey(APP, f"wf-{n}") for n in range(4)]
+    for key in keys:
+        await store.create_instance(new(key), replace_terminal=False)
+    got = await store.lease_workflows(
+        APP,
+        owner="o1",
+        now=at(1),
+        until=at(30),
+        limit=10,
+        instance_ids=[keys[1].instance_id, keys[3].instance_id],
+    )
+    assert sorted(lease.key for lease in got) == [keys[1], keys[3]]
+    assert all(inbox_names(lease) == ["executionStarted"] for lease in got)
+    # Leased: a second named claim gets nothing; an unknown ID or one with no eligible
+    # message is not leased (and stays leasable for the messages it gets later).
+    assert (
+        await store.lease_workflows(
+            APP, owner="o2", now=at(2), until=at(30), limit=10, instance_ids=[keys[1].instance_id, "nope"]
+        )
+        == []
+    )
+    first = got[0]
+    await store.commit_workflow(first, commit_for(first, history=[ev.workflow_started(at(1))]), now=at(2))
+    assert (
+        await store.lease_workflows(
+            APP, owner="o2", now=at(3), until=at(30), limit=10, instance_ids=[first.key.instance_id]
+        )
+        == []
+    )
+    await store.send(msg(first.key, "later"))
+    [again] = await store.lease_workflows(
+        APP, owner="o2", now=at(3), until=at(30), limit=10, instance_ids=[first.key.instance_id]
+    )
+    assert inbox_names(again) == ["later"]
+    # limit bounds a named claim too; the rest are found by a general lease.
+    [one] = await store.lease_workflows(
+        APP,
+        owner="o3",
+        now=at(4),
+        until=at(30),
+        limit=1,
+        instance_ids=[keys[0].instance_id, keys[2].instance_id],
+    )
+    rest = await lease_all(store, owner="o4", now=at(4))
+    assert set(rest) == {keys[0], keys[2]} - {one.key}
 
 
 async def test_complete_activity(store: Store) -> None:

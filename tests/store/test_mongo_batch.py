@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from backend.domain.model import InstanceKey, Message
-from backend.errors import LeaseLost
+from backend.errors import AlreadyExists, LeaseLost
 from backend.store import open_store
 from backend.store.base import Change
 from backend.store.mongo import MongoStore
@@ -73,6 +73,42 @@ async def test_concurrent_commits_share_transactions_and_each_is_fenced(durable_
             names = [e.eventRaised.name for e in await store.get_history(key)]
             assert names == ([] if key in lost else [f"{key.instance_id}-{n}" for n in range(3)])
             assert (await store.get_history(key, 2)) == (await store.get_history(key))[2:]
+
+
+async def test_concurrent_starts_share_transactions_and_a_duplicate_fails_alone(durable_url: str) -> None:
+    fresh = [InstanceKey(APP, f"new-{n}") for n in range(20)]
+    done, running = InstanceKey(APP, "done"), InstanceKey(APP, "running")
+    async with mongo(durable_url) as store:
+        for key in (done, running):
+            await store.create_instance(new(key), replace_terminal=False)
+        leases = await lease_all(store, now=T0)
+        await store.commit_workflow(leases[done], commit_for(leases[done], status=COMPLETED), now=T0)
+        await store.abandon_workflow(leases[running], retry_at=None)
+        before = store._g.transactions
+        outcomes = await asyncio.gather(
+            *(
+                store.create_instance(new(k, input_=f"in-{k.instance_id}"), replace_terminal=True)
+                for k in fresh
+            ),
+            store.create_instance(
+                new(done, input_="again"), replace_terminal=True
+            ),  # replaces the terminal one
+            store.create_instance(new(running), replace_terminal=True),  # exists and is not terminal
+            return_exceptions=True,
+        )
+        assert all(o is None for o in outcomes[:-1]), outcomes
+        assert isinstance(outcomes[-1], AlreadyExists)
+        assert store._g.transactions - before < len(fresh)  # the new instances shared transactions
+        for key in fresh:
+            state = await store.get_state(key)
+            assert state is not None and state.input.value == f"in-{key.instance_id}"
+        replaced = await store.get_state(done)
+        assert replaced is not None and replaced.input.value == "again"
+        started = await lease_all(store, now=at(1))
+        assert set(started) == {*fresh, done, running}
+        assert all(
+            [i.event.WhichOneof("eventType") for i in started[k].inbox] == ["executionStarted"] for k in fresh
+        )
 
 
 async def test_activity_results_batch_with_a_lost_one_failing_alone(durable_url: str) -> None:

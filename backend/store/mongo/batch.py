@@ -1,5 +1,5 @@
-"""Group commit for the MongoDB store: turn commits and activity results that
-arrive while a transaction is being committed share the next one.
+"""Group commit for the MongoDB store: new instances, turn commits and activity results
+that arrive while a transaction is being committed share the next one.
 
 A majority, journaled commit costs the same for one item as for fifty, and so do
 the few merged writes of a batch (store/mongo/writes.py: one bulk instance
@@ -22,11 +22,12 @@ from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from backend.domain.model import InstanceKey
 from backend.errors import LeaseLost, Unavailable
-from backend.store.mongo.codec import Doc, T, key_filter
-from backend.store.mongo.writes import FenceMismatch, Result, Turn, Writes
+from backend.store.mongo.codec import Doc, T, key_filter, unavailable
+from backend.store.mongo.writes import FenceMismatch, Result, Start, Turn, Writes
 
 MAX_BATCH = 64  # items per transaction: bounds the transaction's size and its retry cost
 ATTEMPTS_BEFORE_SPLIT = 3  # transaction attempts of a batch before its instances commit apart
@@ -38,13 +39,20 @@ Tx = Callable[[Callable[[AsyncClientSession], Awaitable[T]]], Awaitable[T]]
 
 @dataclass(eq=False)
 class _Item:
-    work: Turn | Result
+    work: Turn | Result | Start
     size: int
     key: InstanceKey = field(init=False)  # the instance whose document it writes
     future: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def __post_init__(self) -> None:
-        self.key = self.work.commit.key if isinstance(self.work, Turn) else self.work.message.target
+        work = self.work
+        self.key = (
+            work.commit.key
+            if isinstance(work, Turn)
+            else work.key
+            if isinstance(work, Start)
+            else work.message.target
+        )
         # A cancelled caller no longer reads its outcome: mark it retrieved.
         self.future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
@@ -62,7 +70,7 @@ class GroupCommit:
         self._apart: set[asyncio.Task[None]] = set()
         self.transactions = 0  # committed batches, for tests and stats
 
-    async def submit(self, work: Turn | Result, size: int) -> None:
+    async def submit(self, work: Turn | Result | Start, size: int) -> None:
         item = _Item(work, size)
         self._queue.append(item)
         self._start()
@@ -119,19 +127,53 @@ class GroupCommit:
             for item in batch:
                 _settle(item, err)
             return
+        except _Duplicate as err:
+            if await self._without_existing(batch, err.key_error):
+                return
+            await self._each_alone(batch, err)
+            return
         except Exception as err:
-            groups = _by_key(batch)
-            if len(groups) > 1:
-                await self._split(groups)
-            elif len(batch) > 1:
-                for item in batch:  # one by one: an error reaches only its own caller
-                    await self._commit([item])
-            else:
-                _settle(batch[0], err)
+            await self._each_alone(batch, err)
             return
         self.transactions += 1
         for item in batch:
             _settle(item, LeaseLost(_lost_message(item.work)) if any(item is x for x in lost) else None)
+
+    async def _without_existing(self, batch: list[_Item], key_error: DuplicateKeyError) -> bool:
+        """New instances that exist get the duplicate key error; the rest commit together.
+        False if none exists (the duplicate came from elsewhere)."""
+        starts = [i for i in batch if isinstance(i.work, Start)]
+        try:
+            with unavailable():
+                rows = self._db.instances.find(
+                    {"$or": [key_filter(i.key) for i in starts]},
+                    projection={"_id": 0, "app_id": 1, "instance_id": 1},
+                )
+                found = {InstanceKey(d["app_id"], d["instance_id"]) async for d in rows}
+        except Unavailable as err:
+            for item in batch:
+                _settle(item, err)
+            return True
+        existing = [i for i in starts if i.key in found]
+        if not existing:
+            return False
+        for item in existing:
+            _settle(item, key_error)
+        rest = [i for i in batch if not any(i is x for x in existing)]
+        if rest:
+            await self._commit(rest)
+        return True
+
+    async def _each_alone(self, batch: list[_Item], err: Exception) -> None:
+        """After an error: each instance's items on their own, so that it reaches only its cause."""
+        groups = _by_key(batch)
+        if len(groups) > 1:
+            await self._split(groups)
+        elif len(batch) > 1:
+            for item in batch:  # one by one: an error reaches only its own caller
+                await self._commit([item])
+        else:
+            _settle(batch[0], err.key_error if isinstance(err, _Duplicate) else err)
 
     async def _once(self, batch: list[_Item], fn: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
         """A batch's transaction, retried a few times on conflicts: a conflict that lasts (a
@@ -139,13 +181,19 @@ class GroupCommit:
         other instances. Items of one instance are retried as any transaction is."""
         calls = 0
         several = len({i.key for i in batch}) > 1
+        starts = any(isinstance(i.work, Start) for i in batch)
 
         async def attempt(s: AsyncClientSession) -> T:
             nonlocal calls
             calls += 1
             if several and calls > ATTEMPTS_BEFORE_SPLIT:
                 raise _Split
-            return await fn(s)
+            try:
+                return await fn(s)
+            except DuplicateKeyError as err:
+                if starts:  # most likely an instance that exists: no use running it again
+                    raise _Duplicate(err) from err
+                raise
 
         result: T = await self._tx(attempt)
         return result
@@ -175,6 +223,7 @@ class GroupCommit:
             s,
             [i.work for i in batch if isinstance(i.work, Turn)],
             [i.work for i in batch if isinstance(i.work, Result)],
+            [i.work for i in batch if isinstance(i.work, Start)],
         )
 
     async def _apply_held(self, s: AsyncClientSession, batch: list[_Item]) -> list[_Item]:
@@ -199,6 +248,8 @@ class GroupCommit:
 
         def holds(item: _Item) -> bool:
             work = item.work
+            if isinstance(work, Start):
+                return True  # not fenced: a duplicate key is its failure
             if isinstance(work, Result):
                 return tokens.get(work.activity) == work.token
             if work.fence is None:
@@ -223,9 +274,20 @@ class _Split(Exception):
     """The batch's transaction hit a conflict: its items go on one by one."""
 
 
-def _lost_message(work: Turn | Result) -> str:
+class _Duplicate(Exception):
+    """A batch with new instances hit a duplicate key: its items go on one by one, and a new
+    instance that exists gets the DuplicateKeyError (its caller decides)."""
+
+    def __init__(self, key_error: DuplicateKeyError) -> None:
+        super().__init__(str(key_error))
+        self.key_error = key_error
+
+
+def _lost_message(work: Turn | Result | Start) -> str:
     if isinstance(work, Result):
         return f"activity {work.activity} is no longer leased by this server"
+    if isinstance(work, Start):
+        return f"{work.key} was not created"  # never: a start is not fenced
     return f"lease on {work.commit.key} is no longer held"
 
 

@@ -40,23 +40,20 @@ let a timer fire up to a millisecond early, or compare equal when it is not).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from datetime import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from datetime import UTC, datetime
 from typing import Any
 
-import pymongo
-from pymongo import ASCENDING, AsyncMongoClient, IndexModel, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConfigurationError, DuplicateKeyError, ExecutionTimeout, PyMongoError
+from pymongo.errors import ConfigurationError, DuplicateKeyError, PyMongoError
 from pymongo.read_preferences import ReadPreference
 
 from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
-from backend._proto import orchestrator_service_pb2 as spb
 from backend.domain.model import (
-    ActivityTask,
     InboxItem,
     InstanceKey,
     Message,
@@ -68,6 +65,7 @@ from backend.errors import AlreadyExists, InvalidArgument, LeaseLost, Unavailabl
 from backend.store.base import (
     ActivityLease,
     Change,
+    Claim,
     InstanceFilter,
     ListedInstance,
     ListingCursor,
@@ -79,28 +77,32 @@ from backend.store.base import (
 from backend.store.mongo import queries, schema
 from backend.store.mongo.batch import GroupCommit
 from backend.store.mongo.codec import (
-    CONTROL,
     DEFAULT_DATABASE,
     DUPLICATE_RETRIES,
     DURABILITY,
     SNAPSHOT,
     STALLED,
-    START,
-    WAITING,
     Doc,
     T,
     from_micros,
-    gates_for,
     key_filter,
     micros,
     object_id,
     unavailable,
-    unleased,
 )
 from backend.store.mongo.feed import follow
-from backend.store.mongo.writes import Result, Turn, Writes
+from backend.store.mongo.leases import Leases
+from backend.store.mongo.writes import Result, Turn, Writes, activity_docs
 
-CLAIM_MAX_MS = 1000  # how long a lease claim may wait on a locked instance document
+
+def _start_lease(new: NewInstance, claim: Claim | None) -> tuple[str, str, datetime] | None:
+    """(owner, token, until) if the claim has a slot for the new instance and its start is due."""
+    start = new.start
+    if claim is None or start is None or claim.slots.get(new.key.app_id, 0) <= 0:
+        return None
+    if start.visible_at is not None and start.visible_at > datetime.now(UTC):
+        return None
+    return claim.owner, uuid.uuid4().hex, claim.until
 
 
 class MongoStore(Store):
@@ -114,6 +116,7 @@ class MongoStore(Store):
         self._db: AsyncDatabase[Doc] | None = None
         self._writes: Writes | None = None
         self._group: GroupCommit | None = None
+        self._leases: Leases | None = None
         self.schema_found: int | None = None  # the schema version open() found (0: new database)
 
     # -- connection ----------------------------------------------------------------------------
@@ -166,6 +169,7 @@ class MongoStore(Store):
         self._client, self._db = client, db
         self._writes = Writes(db, uuid.uuid4().hex[:12])
         self._group = GroupCommit(db, self._writes, self._tx)
+        self._leases = Leases(client, db)
 
     @staticmethod
     async def _create_indexes(db: AsyncDatabase[Doc]) -> None:
@@ -199,6 +203,7 @@ class MongoStore(Store):
         if self._group is not None:
             await self._group.close()
         client, self._client, self._db, self._writes, self._group = self._client, None, None, None, None
+        self._leases = None
         if client is not None:
             await client.close()
 
@@ -211,6 +216,11 @@ class MongoStore(Store):
     def _g(self) -> GroupCommit:
         assert self._group is not None, "store is not open"
         return self._group
+
+    @property
+    def _l(self) -> Leases:
+        assert self._leases is not None, "store is not open"
+        return self._leases
 
     @property
     def _w(self) -> Writes:
@@ -255,8 +265,35 @@ class MongoStore(Store):
     # -- client side ---------------------------------------------------------------------------
 
     async def create_instance(
-        self, new: NewInstance, *, replace_terminal: bool, seed: WorkflowCommit | None = None
-    ) -> None:
+        self,
+        new: NewInstance,
+        *,
+        replace_terminal: bool,
+        seed: WorkflowCommit | None = None,
+        claim: Claim | None = None,
+    ) -> WorkflowLease | None:
+        if seed is None:
+            # The common case, a new key: two inserts and the commit. A duplicate key means the
+            # instance exists, and the general path below decides (replace or refuse).
+            lease = _start_lease(new, claim)
+            start = self._w.start(new, None if lease is None else (lease[0], lease[1], micros(lease[2])))
+            size = new.state.ByteSize() + (0 if new.start is None else new.start.event.ByteSize())
+            try:
+                await self._g.submit(start, size)
+            except DuplicateKeyError:
+                pass
+            else:
+                if lease is None or new.start is None:
+                    return None
+                return WorkflowLease(
+                    key=new.key,
+                    token=lease[1],
+                    state=new.state,
+                    history_len=0,
+                    inbox=[InboxItem(id=str(d["_id"]), event=new.start.event) for d in start.inbox],
+                    propagated=new.propagated,
+                )
+
         async def create(s: AsyncClientSession) -> bool:
             if not await self._w.create(s, new, replace_terminal=replace_terminal):
                 return False
@@ -268,6 +305,7 @@ class MongoStore(Store):
             raise AlreadyExists(
                 f"orchestration instance already exists: '{new.key.instance_id}' on app '{new.key.app_id}'"
             )
+        return None
 
     async def get_state(self, key: InstanceKey) -> opb.WorkflowState | None:
         with unavailable():
@@ -356,173 +394,32 @@ class MongoStore(Store):
         until: datetime,
         limit: int,
         control_only: bool = False,
+        instance_ids: Collection[str] | None = None,
     ) -> list[WorkflowLease]:
-        if limit == 0:
-            return []
-        t, until_t = micros(now), micros(until)
-        visible: Doc = {"app_id": app_id, "visible_at": {"$lte": t}}
-        if control_only:
-            visible["gate"] = CONTROL
-        pipeline: list[Mapping[str, Any]] = [
-            {"$match": visible},
-            {"$group": {"_id": "$instance_id", "gates": {"$addToSet": "$gate"}}},
-            {
-                "$lookup": {
-                    "from": self._instances.name,
-                    "localField": "_id",
-                    "foreignField": "instance_id",
-                    "pipeline": [
-                        {"$match": {"app_id": app_id, **unleased(t)}},
-                        {"$project": {"_id": 0, "status": 1}},
-                    ],
-                    "as": "i",
-                }
-            },
-            {"$unwind": "$i"},
-            # Eligibility (store/base.py): CONTROL always; START unless STALLED;
-            # anything once the instance is not waiting.
-            {
-                "$match": {
-                    "$or": [
-                        {"gates": CONTROL},
-                        {"gates": START, "i.status": {"$ne": STALLED}},
-                        {"i.status": {"$nin": WAITING}},
-                    ]
-                }
-            },
-        ]
-        if limit > 0:
-            # Some candidates may go to a competing owner between the query and the claim.
-            pipeline.append({"$limit": 2 * limit})
-        assert self._client is not None, "store is not open"
-        with unavailable():
-            async with self._client.start_session(causal_consistency=True) as s:
-                candidates = [str(d["_id"]) async for d in await self._inbox.aggregate(pipeline, session=s)]
-                if limit > 0:
-                    candidates = candidates[:limit]
-                claims = {
-                    uuid.uuid4().hex: {**key_filter(InstanceKey(app_id, iid)), **unleased(t)}
-                    for iid in candidates
-                }
-                docs = await self._claim_many(
-                    s, self._instances, claims, owner=owner, until=until_t, generation=True
-                )
-                claimed = [(str(d["instance_id"]), str(d["lease_token"]), d) for d in docs]
-                if claimed:
-                    return await self._with_inboxes(s, app_id, claimed, now=t, control_only=control_only)
-        return []
+        return await self._l.workflows(
+            app_id,
+            owner=owner,
+            now=now,
+            until=until,
+            limit=limit,
+            control_only=control_only,
+            instance_ids=instance_ids,
+        )
 
-    async def _claim_many(
+    async def commit_workflow(
         self,
-        s: AsyncClientSession,
-        collection: AsyncCollection[Doc],
-        claims: dict[str, Doc],
+        lease: WorkflowLease,
+        commit: WorkflowCommit,
         *,
-        owner: str,
-        until: int,
-        generation: bool,
-    ) -> list[Doc]:
-        """Lease every document matching one of `claims` (token -> filter) in one bulk
-        write, then read the ones won (another owner may have taken some) in one query."""
-        if not claims:
-            return []
-        lease = {"lease_owner": owner, "lease_until": until}
-        bump = {"$inc": {"generation": 1}} if generation else {}
-        ops = [UpdateOne(f, {"$set": {**lease, "lease_token": token}, **bump}) for token, f in claims.items()]
-        locked = False
-        try:
-            # A transaction left open by a killed server locks its documents until mongod
-            # aborts it (60 s by default): give up on the bulk claim instead of stalling
-            # the whole round of this app behind it.
-            with pymongo.timeout(CLAIM_MAX_MS / 1000):
-                await collection.bulk_write(ops, ordered=False, session=s)
-        except PyMongoError as e:
-            if not e.timeout:
-                raise
-            locked = True
-        won = [d async for d in collection.find({"lease_token": {"$in": list(claims)}}, session=s)]
-        if locked:  # the rest one by one, each skipping a locked document on its own
-            taken = {str(d["lease_token"]) for d in won}
-            for token, f in claims.items():
-                if token not in taken:
-                    try:
-                        doc = await collection.find_one_and_update(
-                            f,
-                            {"$set": {**lease, "lease_token": token}, **bump},
-                            return_document=ReturnDocument.AFTER,
-                            session=s,
-                            maxTimeMS=CLAIM_MAX_MS,
-                        )
-                    except ExecutionTimeout:
-                        continue
-                    if doc is not None:
-                        won.append(doc)
-        # The find returns documents in storage order; callers hand work out in claim order
-        # (oldest first), so put the won ones back in the order they were asked for.
-        order = {token: n for n, token in enumerate(claims)}
-        won.sort(key=lambda d: order[str(d["lease_token"])])
-        return won
-
-    async def _with_inboxes(
-        self,
-        s: AsyncClientSession,
-        app_id: str,
-        claimed: list[tuple[str, str, Doc]],
-        *,
-        now: int,
-        control_only: bool,
-    ) -> list[WorkflowLease]:
-        """The claimed instances' eligible messages, read in one query (after the claims:
-        nobody else takes them now); claims left with none are released."""
-        cursor = self._inbox.find(
-            {
-                "app_id": app_id,
-                "instance_id": {"$in": [iid for iid, _, _ in claimed]},
-                "visible_at": {"$lte": now},
-            },
-            projection={"instance_id": 1, "gate": 1, "event": 1},
-            session=s,
-        ).sort([("instance_id", ASCENDING), ("seq", ASCENDING)])
-        rows: dict[str, list[Doc]] = {}
-        async for d in cursor:
-            rows.setdefault(str(d["instance_id"]), []).append(d)
-        leases: list[WorkflowLease] = []
-        empty: list[str] = []
-        for iid, token, doc in claimed:
-            gates = gates_for(int(doc["status"]), control_only)
-            inbox = [
-                InboxItem(id=str(d["_id"]), event=hpb.HistoryEvent.FromString(d["event"]))
-                for d in rows.get(iid, [])
-                if gates is None or int(d["gate"]) in gates
-            ]
-            if not inbox:
-                empty.append(token)  # another owner's turn took the messages before our claim
-                continue
-            leases.append(
-                WorkflowLease(
-                    key=InstanceKey(app_id, iid),
-                    token=token,
-                    state=opb.WorkflowState.FromString(doc["state"]),
-                    history_len=int(doc["history_len"]),
-                    inbox=inbox,
-                    propagated=hpb.PropagatedHistory.FromString(doc["propagated"])
-                    if doc.get("propagated")
-                    else None,
-                )
-            )
-        if empty:
-            await self._instances.update_many(
-                {"lease_token": {"$in": empty}},
-                {"$set": {"lease_owner": None, "lease_token": None, "lease_until": None}},
-                session=s,
-            )
-        return leases
-
-    async def commit_workflow(self, lease: WorkflowLease, commit: WorkflowCommit, *, now: datetime) -> None:
+        now: datetime,
+        claim: Claim | None = None,
+    ) -> list[ActivityLease]:
         size = sum(e.ByteSize() for e in commit.new_history) + sum(
             m.event.ByteSize() for m in commit.messages
         )
-        await self._g.submit(Turn(commit, lease.token, lease.history_len, now), size)
+        docs, leases = activity_docs(commit, self._w.own, claim)
+        await self._g.submit(Turn(commit, lease.token, lease.history_len, now, docs), size)
+        return leases
 
     async def abandon_workflow(self, lease: WorkflowLease, *, retry_at: datetime | None) -> None:
         with unavailable():
@@ -540,38 +437,7 @@ class MongoStore(Store):
     async def lease_activities(
         self, app_id: str, *, owner: str, now: datetime, until: datetime, limit: int
     ) -> list[ActivityLease]:
-        if limit == 0:
-            return []
-        t, until_t = micros(now), micros(until)
-        due: Doc = {"app_id": app_id, "not_before": {"$lte": t}, **unleased(t)}
-        out: list[ActivityLease] = []
-        with unavailable():
-            cursor = self._activities.find(due, projection={"_id": 1}).sort("_id", ASCENDING)
-            if limit > 0:
-                cursor = cursor.limit(2 * limit)
-            candidates = [d["_id"] async for d in cursor]
-            if limit > 0:
-                candidates = candidates[:limit]
-            assert self._client is not None, "store is not open"
-            async with self._client.start_session(causal_consistency=True) as s:
-                claims = {uuid.uuid4().hex: {**due, "_id": oid} for oid in candidates}
-                docs = await self._claim_many(
-                    s, self._activities, claims, owner=owner, until=until_t, generation=False
-                )
-            for doc in docs:
-                out.append(
-                    ActivityLease(
-                        id=str(doc["_id"]),
-                        token=str(doc["lease_token"]),
-                        task=ActivityTask(
-                            app_id=app_id,
-                            parent=InstanceKey(doc["parent_app"], doc["parent_id"]),
-                            request=spb.ActivityRequest.FromString(doc["request"]),
-                            router=opb.TaskRouter.FromString(doc["router"]),
-                        ),
-                    )
-                )
-        return out
+        return await self._l.activities(app_id, owner=owner, now=now, until=until, limit=limit)
 
     async def complete_activity(self, lease: ActivityLease, result: Message) -> None:
         """Shares a transaction with the other results and turn commits being written

@@ -6,6 +6,7 @@ round trip as the first write of each kind."""
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,14 +16,19 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from backend._proto import history_events_pb2 as hpb
 from backend.domain.model import InstanceKey, Message, NewInstance, WorkflowCommit, is_terminal
+from backend.store.base import ActivityLease, Claim
 from backend.store.mongo.codec import Doc, key_filter, micros, object_id
 
 # A turn's events go into one history document unless they are this large together
 # (a document is at most 16 MB; a turn may carry many large payloads).
 CHUNK_BYTES = 4 * 1024 * 1024
+
+
+DUPLICATE_KEY = 11000  # mongod's error code
 
 
 class FenceMismatch(Exception):
@@ -37,6 +43,18 @@ class Turn:
     fence: str | None
     history_len: int  # committed events before this commit (as leased)
     now: datetime
+    # The activity documents to insert, made once (ids and claimed leases stay the same
+    # when the transaction is retried); None: made from the commit, none leased.
+    activities: list[Doc] | None = None
+
+
+@dataclass(frozen=True)
+class Start:
+    """A new instance to insert (DuplicateKeyError if it exists): its documents, made once."""
+
+    key: InstanceKey
+    instance: Doc
+    inbox: list[Doc]
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,36 @@ def _chunk(key: InstanceKey, start: int, events: list[bytes]) -> Doc:
     return {**key_filter(key), "seq": start, "end": start + len(events), "events": events}
 
 
+def activity_docs(
+    commit: WorkflowCommit, own: str, claim: Claim | None
+) -> tuple[list[Doc], list[ActivityLease]]:
+    """The commit's activity documents; those `claim` has slots for are leased to its owner."""
+    slots = dict(claim.slots) if claim is not None else {}
+    docs: list[Doc] = []
+    leases: list[ActivityLease] = []
+    for a in commit.activities:
+        doc: Doc = {
+            "_id": ObjectId(),
+            "app_id": a.app_id,
+            "parent_app": a.parent.app_id,
+            "parent_id": a.parent.instance_id,
+            "request": a.request.SerializeToString(),
+            "router": a.router.SerializeToString(),
+            "not_before": 0,
+            "lease_owner": None,
+            "lease_token": None,
+            "lease_until": None,
+            "by": own,
+        }
+        if claim is not None and slots.get(a.app_id, 0) > 0:
+            slots[a.app_id] -= 1
+            token = uuid.uuid4().hex
+            doc |= {"lease_owner": claim.owner, "lease_token": token, "lease_until": micros(claim.until)}
+            leases.append(ActivityLease(id=str(doc["_id"]), token=token, task=a))
+        docs.append(doc)
+    return docs, leases
+
+
 class Writes:
     def __init__(self, db: AsyncDatabase[Doc], own: str) -> None:
         self._instances: AsyncCollection[Doc] = db.instances
@@ -84,42 +132,53 @@ class Writes:
         return f"{self.own}.{next(self._stamps)}"
 
     async def insert_messages(
-        self, s: AsyncClientSession, messages: list[Message], *, only_if_exists: bool = True
+        self,
+        s: AsyncClientSession,
+        messages: list[Message],
+        *,
+        only_if_exists: bool = True,
+        placed: list[Doc] | None = None,
     ) -> int:
-        """Queue messages for instances that exist (in order); the number stored."""
+        """Queue messages for instances that exist (in order), with `placed` (inbox documents
+        already given their positions) in the same insert; the number stored."""
         by_target: dict[InstanceKey, list[Message]] = {}
         for m in messages:
             by_target.setdefault(m.target, []).append(m)
         counters = await self._allocate(s, by_target)
         docs: list[Doc] = []
         for target, batch in by_target.items():
-            front = [m for m in batch if m.front]
-            back = [m for m in batch if not m.front]
             before = counters.get(target)
             if before is None:
                 if only_if_exists:
                     continue
                 raise AssertionError(f"{target} was just created but is missing")
-            first, first_front = before[0], before[1] - len(front)
-            placed = [(first_front + n, m) for n, m in enumerate(front)] + [
-                (first + n, m) for n, m in enumerate(back)
-            ]
-            docs.extend(
-                {
-                    "_id": ObjectId(),
-                    "app_id": target.app_id,
-                    "instance_id": target.instance_id,
-                    "seq": seq,
-                    "gate": int(m.gate),
-                    "visible_at": micros(m.visible_at),
-                    "event": m.event.SerializeToString(),
-                    "by": self.own,
-                }
-                for seq, m in placed
-            )
+            docs.extend(self._message_docs(target, batch, before))
+        docs = (placed or []) + docs
         if docs:
             await self._inbox.insert_many(docs, ordered=True, session=s)
         return len(docs)
+
+    def _message_docs(self, target: InstanceKey, batch: list[Message], before: tuple[int, int]) -> list[Doc]:
+        """Inbox documents for `batch`, placed from the target's (inbox_seq, inbox_front)."""
+        front = [m for m in batch if m.front]
+        back = [m for m in batch if not m.front]
+        first, first_front = before[0], before[1] - len(front)
+        placed = [(first_front + n, m) for n, m in enumerate(front)] + [
+            (first + n, m) for n, m in enumerate(back)
+        ]
+        return [
+            {
+                "_id": ObjectId(),
+                "app_id": target.app_id,
+                "instance_id": target.instance_id,
+                "seq": seq,
+                "gate": int(m.gate),
+                "visible_at": micros(m.visible_at),
+                "event": m.event.SerializeToString(),
+                "by": self.own,
+            }
+            for seq, m in placed
+        ]
 
     async def _allocate(
         self, s: AsyncClientSession, by_target: dict[InstanceKey, list[Message]]
@@ -183,27 +242,39 @@ class Writes:
                 return False
             await self.delete_instance(s, new.key)
             generation = int(existing.get("generation", 0)) + 1
-        await self._instances.insert_one(
-            {
-                **key_filter(new.key),
-                "status": int(new.state.workflowStatus),
-                "created_at": micros(new.created_at),
-                "state": new.state.SerializeToString(),
-                "history_len": 0,
-                "lease_owner": None,
-                "lease_token": None,
-                "lease_until": None,
-                "generation": generation,
-                "inbox_seq": 0,
-                "propagated": None if new.propagated is None else new.propagated.SerializeToString(),
-                "name": new.state.name,  # the operator listing's filter (store/mongo/queries.py)
-                "by": self.stamp(),
-            },
-            session=s,
-        )
-        if new.start is not None:
-            await self.insert_messages(s, [new.start], only_if_exists=False)
+        await self.insert_new(s, new, generation=generation)
         return True
+
+    async def insert_new(self, s: AsyncClientSession, new: NewInstance, *, generation: int = 0) -> None:
+        """Insert the instance and its start message; DuplicateKeyError if it exists."""
+        start = self.start(new, None, generation=generation)
+        await self._instances.insert_one(start.instance, session=s)
+        if start.inbox:
+            await self._inbox.insert_many(start.inbox, session=s)
+
+    def start(self, new: NewInstance, lease: tuple[str, str, int] | None, *, generation: int = 0) -> Start:
+        """The documents of a new instance (leased as (owner, token, until) when given) and of
+        its start message, placed without a counter round trip (the inbox is empty)."""
+        start = [] if new.start is None else [new.start]
+        front = sum(1 for m in start if m.front)
+        owner, token, until = lease if lease is not None else (None, None, None)
+        instance = {
+            **key_filter(new.key),
+            "status": int(new.state.workflowStatus),
+            "created_at": micros(new.created_at),
+            "state": new.state.SerializeToString(),
+            "history_len": 0,
+            "lease_owner": owner,
+            "lease_token": token,
+            "lease_until": until,
+            "generation": generation,
+            "inbox_seq": len(start) - front,
+            "inbox_front": -front,
+            "propagated": None if new.propagated is None else new.propagated.SerializeToString(),
+            "name": new.state.name,  # the operator listing's filter (store/mongo/queries.py)
+            "by": self.stamp(),
+        }
+        return Start(new.key, instance, self._message_docs(new.key, start, (0, 0)) if start else [])
 
     def _instance_update(self, turn: Turn) -> Doc:
         commit = turn.commit
@@ -224,7 +295,9 @@ class Writes:
             )
         return {"$set": fields, "$inc": {"generation": 1}}
 
-    async def apply(self, s: AsyncClientSession, turns: list[Turn], results: list[Result]) -> None:
+    async def apply(
+        self, s: AsyncClientSession, turns: list[Turn], results: list[Result], starts: Sequence[Start] = ()
+    ) -> None:
         """Write a batch of commits and activity results in a few round trips.
 
         The fenced writes come first (the instance updates, the activity deletes): from
@@ -249,8 +322,18 @@ class Writes:
             )
             if deleted.deleted_count != len(results):
                 raise FenceMismatch
+        if starts:
+            try:
+                await self._instances.insert_many([n.instance for n in starts], ordered=True, session=s)
+            except BulkWriteError as err:
+                errors = err.details.get("writeErrors", [])
+                if errors and all(e.get("code") == DUPLICATE_KEY for e in errors):
+                    raise DuplicateKeyError(errors[0].get("errmsg", "duplicate key"), DUPLICATE_KEY) from err
+                raise
         history: list[Doc] = []
         consumed: list[ObjectId] = []
+        dropped: list[Doc] = []  # inbox filters of ended executions' timers
+        cancelled: list[Doc] = []  # their queued activities
         messages: list[Message] = []
         activities: list[Doc] = []
         for t in turns:
@@ -263,34 +346,26 @@ class Writes:
             )
             consumed.extend(oid for oid in (object_id(i) for i in commit.consumed) if oid is not None)
             if commit.cancel_pending:
-                await self._inbox.delete_many({**k, "visible_at": {"$gt": micros(t.now)}}, session=s)
-                await self._activities.delete_many(
-                    {"parent_app": key.app_id, "parent_id": key.instance_id}, session=s
-                )
+                dropped.append({**k, "visible_at": {"$gt": micros(t.now)}})
+                cancelled.append({"parent_app": key.app_id, "parent_id": key.instance_id})
             for new in commit.new_instances:
                 await self.create(s, new, replace_terminal=True)
             messages.extend(commit.messages)
             activities.extend(
-                {
-                    "_id": ObjectId(),
-                    "app_id": a.app_id,
-                    "parent_app": a.parent.app_id,
-                    "parent_id": a.parent.instance_id,
-                    "request": a.request.SerializeToString(),
-                    "router": a.router.SerializeToString(),
-                    "not_before": 0,
-                    "lease_owner": None,
-                    "lease_token": None,
-                    "lease_until": None,
-                    "by": self.own,
-                }
-                for a in commit.activities
+                t.activities if t.activities is not None else activity_docs(commit, self.own, None)[0]
             )
         messages.extend(r.message for r in results)
         if history:
             await self._history.insert_many(history, ordered=True, session=s)
-        if consumed:
-            await self._inbox.delete_many({"_id": {"$in": consumed}}, session=s)
-        await self.insert_messages(s, messages)
+        # One delete per collection for the whole batch; before the inserts below, which
+        # they must not touch.
+        gone = ([{"_id": {"$in": consumed}}] if consumed else []) + dropped
+        if gone:
+            await self._inbox.delete_many(gone[0] if len(gone) == 1 else {"$or": gone}, session=s)
+        if cancelled:
+            await self._activities.delete_many(
+                cancelled[0] if len(cancelled) == 1 else {"$or": cancelled}, session=s
+            )
+        await self.insert_messages(s, messages, placed=[d for n in starts for d in n.inbox])
         if activities:
             await self._activities.insert_many(activities, ordered=True, session=s)
