@@ -110,6 +110,14 @@ class ActivityRuns:
             await self._store.complete_activity(lease, Message(target=task.parent, event=refused))
             return refused
 
+    async def _release(self, lease: ActivityLease, retry_at: datetime | None) -> None:
+        """Give the activity back; its app's dispatcher looks again when it is due."""
+        await self._store.abandon_activity(lease, retry_at=retry_at)
+        if retry_at is None:
+            self._notifier.wake(lease.task.app_id)
+        else:
+            self._notifier.due(lease.task.app_id, retry_at)
+
     async def run(self, lease: ActivityLease) -> None:
         task = lease.task
         logs.bind(
@@ -117,7 +125,7 @@ class ActivityRuns:
         )
         stream = self._hub.pick(task.app_id, "activity")
         if stream is None:
-            await self._store.abandon_activity(lease, retry_at=None)
+            await self._release(lease, None)
             return
         request = spb.ActivityRequest()
         request.CopyFrom(task.request)
@@ -134,7 +142,7 @@ class ActivityRuns:
                 response = await pending.response
             except StreamGone:
                 metrics.activity_done(task.app_id, request.name, "recoverable", started)
-                await self._store.abandon_activity(lease, retry_at=None)
+                await self._release(lease, None)
                 return
             assert isinstance(response, spb.ActivityResponse)
             result = result_event(lease, response, self._config.max_payload_bytes)
@@ -154,7 +162,7 @@ class ActivityRuns:
                 pending.outcome.set_exception(PayloadTooLarge(result.taskFailed.failureDetails.errorMessage))
             else:
                 pending.outcome.set_result(None)
-            self._notifier.wake(task.parent.app_id)
+            self._notifier.hint(task.parent)
         except Exception as err:
             retry_at = self._later(lease)
             log.exception(
@@ -166,7 +174,7 @@ class ActivityRuns:
             if not pending.outcome.done():
                 pending.outcome.set_exception(err)
             try:
-                await self._store.abandon_activity(lease, retry_at=retry_at)
+                await self._release(lease, retry_at)
             except Exception:
                 log.exception("could not release activity lease; it expires by itself")
         finally:

@@ -37,13 +37,15 @@ class Engine:
             max_bytes_per_stream=config.max_stream_bytes_in_flight,
             stuck_seconds=config.stream_stuck_seconds,
         )
-        self.hub.on_capacity(self.notifier.wake)
+        self.hub.on_capacity(self._capacity_freed)
         self.hub.on_connect(self._worker_connected)
         self._background: set[asyncio.Task[None]] = set()
         # Tokens of the leases our tasks are working on: the only ones we renew.
         self.held: set[str] = set()
         self.instances = Instances(store=store, notifier=self.notifier, config=config)
-        turns = WorkflowTurns(store=store, hub=self.hub, notifier=self.notifier, config=config)
+        turns = WorkflowTurns(
+            store=store, hub=self.hub, notifier=self.notifier, config=config, owner=self.owner
+        )
         activities = ActivityRuns(store=store, hub=self.hub, notifier=self.notifier, config=config)
         self._dispatchers = [
             Dispatcher(
@@ -59,11 +61,22 @@ class Engine:
             )
             for app_id in dict.fromkeys(app_ids)  # an app on several listeners has one dispatcher
         ]
+        self._by_app = {d.app_id: d for d in self._dispatchers}
+        # New work written here starts here without a lease query (engine/slots.py).
+        turns.slots = self.instances.slots = self._by_app
+        self.instances.owner = self.owner
         self._loops: list[asyncio.Task[None]] = []
         self._dispatch_loops: list[asyncio.Task[None]] = []
 
+    def _capacity_freed(self, app_id: str) -> None:
+        dispatcher = self._by_app.get(app_id)
+        if dispatcher is not None:
+            dispatcher.capacity_freed()
+
     def _worker_connected(self, app_id: str) -> None:
-        """A new worker may carry the version a stalled workflow was missing."""
+        """New capacity: look for the app's work. A new worker may also carry the version a
+        stalled workflow was missing."""
+        self.notifier.wake(app_id)
 
         async def retry() -> None:
             try:
@@ -96,6 +109,9 @@ class Engine:
                 async for change in feed:
                     if change.instance_id is None:
                         self.notifier.wake(change.app_id)
+                    elif change.message:
+                        key = InstanceKey(change.app_id, change.instance_id)
+                        self.notifier.delivered(key, change.visible_at, utcnow())
                     else:
                         self.notifier.changed(InstanceKey(change.app_id, change.instance_id))
             except asyncio.CancelledError:

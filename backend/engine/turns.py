@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import timedelta
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 
 from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
@@ -33,10 +35,11 @@ from backend.domain.turn import Mode, plan, turn_started, workflow_request
 from backend.engine import backoff
 from backend.engine.history_cache import Entry, HistoryCache
 from backend.engine.notify import Notifier
+from backend.engine.slots import Slots
 from backend.engine.streams import Pending, StreamGone, StreamHub
 from backend.engine.strikes import Strikes
 from backend.errors import InvalidArgument, LeaseLost, NotFound, Unavailable
-from backend.store.base import Store, WorkflowLease
+from backend.store.base import ActivityLease, Claim, Store, WorkflowLease
 from backend.telemetry import logs, metrics, tracing
 
 log = logging.getLogger("backend.turns")
@@ -48,7 +51,12 @@ _LOST_STREAMS_BEFORE_FAILING = 3
 
 
 class WorkflowTurns:
-    def __init__(self, *, store: Store, hub: StreamHub, notifier: Notifier, config: Config) -> None:
+    def __init__(
+        self, *, store: Store, hub: StreamHub, notifier: Notifier, config: Config, owner: str = ""
+    ) -> None:
+        self._owner = owner
+        # Per app served here: where a commit's new activities start without a lease query.
+        self.slots: Mapping[str, Slots] = {}
         self._store = store
         self._hub = hub
         self._notifier = notifier
@@ -62,7 +70,8 @@ class WorkflowTurns:
         execution_id = lease.state.executionId.value
         entry = self._cache.get(lease.key, execution_id, lease.history_len)
         if entry is None:
-            events = await self._store.get_history(lease.key)
+            # A new instance has no history to read (its first turn is the common case).
+            events = [] if lease.history_len == 0 else await self._store.get_history(lease.key)
             entry = Entry(execution_id=execution_id, events=events, state=RuntimeState.of(events))
             self._cache.put(lease.key, entry)
         elif len(entry.events) < lease.history_len:  # another replica committed turns
@@ -94,7 +103,7 @@ class WorkflowTurns:
                 max_history_events=self._config.max_history_events,
             )
             if turn.mode is Mode.WAIT:
-                await self._store.abandon_workflow(lease, retry_at=now + timedelta(seconds=1))
+                await self._abandon(lease, after=1.0)
                 return
             if turn.mode is Mode.TERMINATE:
                 commit = applier.terminate(ctx, state, turn.batch)
@@ -108,7 +117,7 @@ class WorkflowTurns:
                 # The worker turn commits itself (it must answer the worker's RPC).
                 self._after_commit(lease, commit, history, state)
                 return
-            await self._store.commit_workflow(lease, commit, now=now)
+            await self._commit(lease, commit, now=now)
             self._after_commit(lease, commit, history, state)
         except LeaseLost as err:
             log.warning("turn for %s dropped: %s", key, err)
@@ -126,6 +135,45 @@ class WorkflowTurns:
                 metrics.turn_retried(key.app_id, lease.state.name)
                 await self._abandon(lease, after=self._delay(strikes))
 
+    async def _commit(self, lease: WorkflowLease, commit: WorkflowCommit, *, now: datetime) -> None:
+        """Store the turn. Its new activities are stored leased to this server when a worker of
+        their app has free slots here, and start at once; the instances it sent messages to
+        are claimed directly (backend/engine/notify.py: hints)."""
+        reserved: dict[str, int] = {}
+        for app, wanted in Counter(a.app_id for a in commit.activities).items():
+            slots = self.slots.get(app)
+            granted = slots.reserve("activity", wanted) if slots is not None else 0
+            if granted:
+                reserved[app] = granted
+        claim = (
+            Claim(
+                owner=self._owner,
+                until=utcnow() + timedelta(seconds=self._config.lease_seconds),
+                slots=reserved,
+            )
+            if reserved
+            else None
+        )
+        leases: list[ActivityLease] = []
+        try:
+            leases = await self._store.commit_workflow(lease, commit, now=now, claim=claim)
+        finally:
+            for app, n in reserved.items():
+                self.slots[app].adopt("activity", [a for a in leases if a.task.app_id == app], n)
+        self._announce(commit, leases)
+
+    def _announce(self, commit: WorkflowCommit, leases: list[ActivityLease]) -> None:
+        now = utcnow()
+        for m in commit.messages:
+            self._notifier.delivered(m.target, m.visible_at, now)
+        for new in commit.new_instances:
+            if new.start is not None:
+                self._notifier.delivered(new.key, new.start.visible_at, now)
+        started = Counter(a.task.app_id for a in leases)
+        for app, n in Counter(a.app_id for a in commit.activities).items():
+            if n > started[app]:
+                self._notifier.wake(app)  # queued, not started here: a lease round takes them
+
     def _delay(self, strikes: int) -> float:
         return backoff.delay(
             strikes, base=self._config.retry_failed_turn_seconds, cap=self._config.retry_max_seconds
@@ -133,12 +181,17 @@ class WorkflowTurns:
 
     async def _abandon(self, lease: WorkflowLease, *, after: float | None) -> None:
         """Release the lease; nobody takes the instance again for `after` seconds."""
+        retry_at = None if after is None else utcnow() + timedelta(seconds=after)
         try:
-            await self._store.abandon_workflow(
-                lease, retry_at=None if after is None else utcnow() + timedelta(seconds=after)
-            )
+            await self._store.abandon_workflow(lease, retry_at=retry_at)
         except Exception:
             log.exception("could not release lease on %s; it expires by itself", lease.key)
+            return
+        # Its dispatcher looks again when it is due (at once: a general round finds it).
+        if retry_at is None:
+            self._notifier.wake(lease.key.app_id)
+        else:
+            self._notifier.due(lease.key.app_id, retry_at)
 
     def _context(self, lease: WorkflowLease, state: RuntimeState) -> applier.TurnContext:
         return applier.TurnContext(
@@ -157,7 +210,7 @@ class WorkflowTurns:
         ctx = self._context(lease, state)
         log.warning("workflow %s is STALLED: %s", lease.key, stalled.description)
         commit = applier.stall(ctx, state, stalled)
-        await self._store.commit_workflow(lease, commit, now=ctx.now)
+        await self._commit(lease, commit, now=ctx.now)
         self._strikes.clear(lease.key)
         self._cache.drop(lease.key)
         self._notifier.changed(lease.key, commit.state)
@@ -179,7 +232,7 @@ class WorkflowTurns:
             past, state = await self._load(lease)
             ctx = self._context(lease, state)
             commit = endings.fail(ctx, state, [], details)
-            await self._store.commit_workflow(lease, commit, now=ctx.now)
+            await self._commit(lease, commit, now=ctx.now)
         except Exception:
             log.exception("could not fail workflow %s either; retrying later", lease.key)
             await self._abandon(lease, after=self._config.retry_max_seconds)
@@ -190,7 +243,6 @@ class WorkflowTurns:
         self._strikes.clear(lease.key)
         self._cache.drop(lease.key)
         self._notifier.changed(lease.key, commit.state)
-        self._notifier.wake(None)
 
     def _after_commit(
         self,
@@ -217,7 +269,6 @@ class WorkflowTurns:
                 key, Entry(execution_id=commit.state.executionId.value, events=history, state=state)
             )
         self._notifier.changed(key, commit.state)
-        self._notifier.wake(None)
 
     def _warn_if_large(self, key: InstanceKey, state: RuntimeState) -> None:
         """Once, as the history passes the warning size (the log is the operator's signal)."""
@@ -298,9 +349,7 @@ class WorkflowTurns:
         key = lease.key
         stream = self._hub.pick(key.app_id, "workflow", key.instance_id)
         if stream is None:  # no worker now (it left, or this was a control-only lease)
-            await self._store.abandon_workflow(
-                lease, retry_at=ctx.now + timedelta(seconds=self._config.poll_seconds)
-            )
+            await self._abandon(lease, after=self._config.poll_seconds)
             return None
         new_events = [turn_started(state, ctx.now), *(i.event for i in batch)]
         for event in new_events:
@@ -330,7 +379,7 @@ class WorkflowTurns:
                 non_retriable=True,
             )
             commit = endings.fail(ctx, state, new_events, details)
-            await self._store.commit_workflow(lease, commit, now=ctx.now)
+            await self._commit(lease, commit, now=ctx.now)
             return commit
         pending = self._hub.send(stream, item, kind="workflow", instance_id=key.instance_id, size=size)
         metrics.turn_dispatched(lease, ctx.now, first=not history)
@@ -371,7 +420,7 @@ class WorkflowTurns:
                     await self._abandon(lease, after=self._delay(strikes))
                 return None
             try:
-                await self._store.commit_workflow(lease, commit, now=ctx.now)
+                await self._commit(lease, commit, now=ctx.now)
             except LeaseLost:
                 # Purged, or taken over by another server, while the worker ran the turn: the
                 # worker learns its answer was not applied (LeaseLost itself never reaches one).

@@ -65,11 +65,14 @@ class Claim:
 
 @dataclass(frozen=True, kw_only=True)
 class Change:
-    """Something another process wrote: new work for `app_id`, or (with
-    `instance_id`) a change to that instance's state."""
+    """Something another process wrote: new work for `app_id`; with `instance_id`, a change
+    to that instance's state, or (with `message`) a message queued for it, visible from
+    `visible_at` (None: now)."""
 
     app_id: str
     instance_id: str | None = None
+    message: bool = False
+    visible_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

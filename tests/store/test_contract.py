@@ -1229,19 +1229,20 @@ async def test_change_feed_reports_other_servers_writes(store: Store, store_url:
     await other.open()
     try:
         seen: list[Change] = []
+        start = Change(app_id=APP, instance_id=KEY.instance_id, message=True)  # new work, visible now
+        changed = Change(app_id=APP, instance_id=KEY.instance_id)  # the instance changed
 
         async def collect() -> None:
             async for change in feed:
                 seen.append(change)
-                if any(c.instance_id is None for c in seen) and any(c.instance_id for c in seen):
+                if start in seen and changed in seen:
                     return
 
         task = asyncio.create_task(collect())
         await asyncio.sleep(0.5)  # the change stream is open before the writes
         await other.create_instance(new(), replace_terminal=False)
         await asyncio.wait_for(task, 20)
-        assert Change(app_id=APP) in seen  # new work (the start message)
-        assert Change(app_id=APP, instance_id=KEY.instance_id) in seen  # the instance changed
+        assert start in seen and changed in seen
     finally:
         await other.close()
 
