@@ -23,7 +23,9 @@ from tests.store.test_contract import (
     activity,
     at,
     commit_for,
+    inbox_names,
     lease_all,
+    msg,
     new,
     raised,
 )
@@ -109,6 +111,30 @@ async def test_concurrent_starts_share_transactions_and_a_duplicate_fails_alone(
         assert all(
             [i.event.WhichOneof("eventType") for i in started[k].inbox] == ["executionStarted"] for k in fresh
         )
+
+
+async def test_concurrent_messages_share_transactions_and_a_missing_target_is_refused_alone(
+    durable_url: str,
+) -> None:
+    keys = [InstanceKey(APP, f"wf-{n}") for n in range(20)]
+    async with mongo(durable_url) as store:
+        for key in keys:
+            await store.create_instance(new(key), replace_terminal=False)
+        before = store._g.transactions
+        sent = await asyncio.gather(
+            *(store.send(msg(key, f"e{n}")) for key in keys for n in range(2)),
+            store.send(msg(InstanceKey(APP, "nobody"), "lost")),
+        )
+        assert sent == [True] * (2 * len(keys)) + [False]
+        assert store._g.transactions - before < len(keys)  # they shared transactions
+        leases = await lease_all(store, now=at(1))
+        assert set(leases) == set(keys)
+        for key in keys:  # events wait for the first turn (PENDING takes only its start)
+            assert inbox_names(leases[key]) == ["executionStarted"]
+            await store.commit_workflow(leases[key], commit_for(leases[key]), now=at(1))
+        leases = await lease_all(store, now=at(2))
+        for key in keys:  # each instance's messages, in the order they were sent
+            assert inbox_names(leases[key]) == ["e0", "e1"]
 
 
 async def test_activity_results_batch_with_a_lost_one_failing_alone(durable_url: str) -> None:

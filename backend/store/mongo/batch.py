@@ -1,5 +1,6 @@
-"""Group commit for the MongoDB store: new instances, turn commits and activity results
-that arrive while a transaction is being committed share the next one.
+"""Group commit for the MongoDB store: new instances, client messages (raised events,
+terminate/suspend/resume), turn commits and activity results that arrive while a
+transaction is being committed share the next one.
 
 A majority, journaled commit costs the same for one item as for fifty, and so do
 the few merged writes of a batch (store/mongo/writes.py: one bulk instance
@@ -27,7 +28,7 @@ from pymongo.errors import DuplicateKeyError
 from backend.domain.model import InstanceKey
 from backend.errors import LeaseLost, Unavailable
 from backend.store.mongo.codec import Doc, T, key_filter, unavailable
-from backend.store.mongo.writes import FenceMismatch, Result, Start, Turn, Writes
+from backend.store.mongo.writes import FenceMismatch, Result, Send, Start, Turn, Writes
 
 MAX_BATCH = 64  # items per transaction: bounds the transaction's size and its retry cost
 ATTEMPTS_BEFORE_SPLIT = 3  # transaction attempts of a batch before its instances commit apart
@@ -39,10 +40,11 @@ Tx = Callable[[Callable[[AsyncClientSession], Awaitable[T]]], Awaitable[T]]
 
 @dataclass(eq=False)
 class _Item:
-    work: Turn | Result | Start
+    work: Turn | Result | Start | Send
     size: int
     key: InstanceKey = field(init=False)  # the instance whose document it writes
-    future: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    # Set when committed: False for a message whose target does not exist.
+    future: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def __post_init__(self) -> None:
         work = self.work
@@ -70,12 +72,14 @@ class GroupCommit:
         self._apart: set[asyncio.Task[None]] = set()
         self.transactions = 0  # committed batches, for tests and stats
 
-    async def submit(self, work: Turn | Result | Start, size: int) -> None:
+    async def submit(self, work: Turn | Result | Start | Send, size: int) -> bool:
+        """Commit `work` with whatever else is queued; False if it was a message to an
+        instance that does not exist (nothing stored for it)."""
         item = _Item(work, size)
         self._queue.append(item)
         self._start()
         # The batch goes on if this caller is cancelled: its outcome is then dropped.
-        await asyncio.shield(item.future)
+        return await asyncio.shield(item.future)
 
     def _start(self) -> None:
         if self._queue and (self._runner is None or self._runner.done()):
@@ -119,10 +123,10 @@ class GroupCommit:
     async def _commit(self, batch: list[_Item]) -> None:
         try:
             try:
-                await self._once(batch, lambda s: self._apply(s, batch))
+                missing = await self._once(batch, lambda s: self._apply(s, batch))
                 lost: list[_Item] = []
             except FenceMismatch:
-                lost = await self._once(batch, lambda s: self._apply_held(s, batch))
+                lost, missing = await self._once(batch, lambda s: self._apply_held(s, batch))
         except Unavailable as err:  # the database, not an item: everyone hears of it
             for item in batch:
                 _settle(item, err)
@@ -137,7 +141,10 @@ class GroupCommit:
             return
         self.transactions += 1
         for item in batch:
-            _settle(item, LeaseLost(_lost_message(item.work)) if any(item is x for x in lost) else None)
+            if any(item is x for x in lost):
+                _settle(item, LeaseLost(_lost_message(item.work)))
+            else:
+                _settle(item, None, delivered=not (isinstance(item.work, Send) and item.key in missing))
 
     async def _without_existing(self, batch: list[_Item], key_error: DuplicateKeyError) -> bool:
         """New instances that exist get the duplicate key error; the rest commit together.
@@ -218,17 +225,20 @@ class GroupCommit:
         self._queue[0:0] = self._stuck.pop(key, [])
         self._start()
 
-    async def _apply(self, s: AsyncClientSession, batch: list[_Item]) -> None:
-        await self._writes.apply(
+    async def _apply(self, s: AsyncClientSession, batch: list[_Item]) -> set[InstanceKey]:
+        return await self._writes.apply(
             s,
             [i.work for i in batch if isinstance(i.work, Turn)],
             [i.work for i in batch if isinstance(i.work, Result)],
             [i.work for i in batch if isinstance(i.work, Start)],
+            [i.work for i in batch if isinstance(i.work, Send)],
         )
 
-    async def _apply_held(self, s: AsyncClientSession, batch: list[_Item]) -> list[_Item]:
+    async def _apply_held(
+        self, s: AsyncClientSession, batch: list[_Item]
+    ) -> tuple[list[_Item], set[InstanceKey]]:
         """Read which leases are still held (in the transaction's snapshot), apply the rest;
-        the lost items."""
+        the lost items, and the messages' targets that do not exist."""
         turns = [i for i in batch if isinstance(i.work, Turn)]
         results = [i for i in batch if isinstance(i.work, Result)]
         held: set[tuple[str, str, str | None]] = set()
@@ -248,8 +258,8 @@ class GroupCommit:
 
         def holds(item: _Item) -> bool:
             work = item.work
-            if isinstance(work, Start):
-                return True  # not fenced: a duplicate key is its failure
+            if isinstance(work, Start | Send):
+                return True  # not fenced: a duplicate key, or a missing target, is its failure
             if isinstance(work, Result):
                 return tokens.get(work.activity) == work.token
             if work.fence is None:
@@ -258,9 +268,8 @@ class GroupCommit:
             return (k["app_id"], k["instance_id"], work.fence) in held
 
         live = [i for i in batch if holds(i)]
-        if live:
-            await self._apply(s, live)
-        return [i for i in batch if not any(i is x for x in live)]
+        missing = await self._apply(s, live) if live else set()
+        return [i for i in batch if not any(i is x for x in live)], missing
 
 
 def _by_key(batch: list[_Item]) -> list[list[_Item]]:
@@ -283,18 +292,18 @@ class _Duplicate(Exception):
         self.key_error = key_error
 
 
-def _lost_message(work: Turn | Result | Start) -> str:
+def _lost_message(work: Turn | Result | Start | Send) -> str:
     if isinstance(work, Result):
         return f"activity {work.activity} is no longer leased by this server"
-    if isinstance(work, Start):
-        return f"{work.key} was not created"  # never: a start is not fenced
+    if isinstance(work, Start | Send):
+        return "not fenced"  # never: neither holds a lease
     return f"lease on {work.commit.key} is no longer held"
 
 
-def _settle(item: _Item, err: Exception | None) -> None:
+def _settle(item: _Item, err: Exception | None, *, delivered: bool = True) -> None:
     if item.future.done():
         return
     if err is None:
-        item.future.set_result(None)
+        item.future.set_result(delivered)
     else:
         item.future.set_exception(err)

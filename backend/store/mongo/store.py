@@ -92,7 +92,7 @@ from backend.store.mongo.codec import (
 )
 from backend.store.mongo.feed import follow
 from backend.store.mongo.leases import Leases
-from backend.store.mongo.writes import Result, Turn, Writes, activity_docs
+from backend.store.mongo.writes import Result, Send, Turn, Writes, activity_docs
 
 
 def _start_lease(new: NewInstance, claim: Claim | None) -> tuple[str, str, datetime] | None:
@@ -368,10 +368,9 @@ class MongoStore(Store):
         return await queries.waiting_work(self._d, app_ids, micros(now))
 
     async def send(self, message: Message) -> bool:
-        async def send(s: AsyncClientSession) -> bool:
-            return await self._w.insert_messages(s, [message]) > 0
-
-        return await self._tx(send)
+        # Shares a transaction with whatever else is being written (store/mongo/batch.py): a
+        # burst of raised events costs a few transactions, not one each.
+        return await self._g.submit(Send(message), message.event.ByteSize())
 
     async def purge(self, key: InstanceKey, *, only_terminal: bool) -> bool:
         async def purge(s: AsyncClientSession) -> bool:

@@ -58,6 +58,13 @@ class Start:
 
 
 @dataclass(frozen=True)
+class Send:
+    """A message from a client (an event, a control message): delivered if its target exists."""
+
+    message: Message
+
+
+@dataclass(frozen=True)
 class Result:
     """An activity result: delete the activity (fenced by its lease token), deliver the message."""
 
@@ -138,9 +145,9 @@ class Writes:
         *,
         only_if_exists: bool = True,
         placed: list[Doc] | None = None,
-    ) -> int:
+    ) -> set[InstanceKey]:
         """Queue messages for instances that exist (in order), with `placed` (inbox documents
-        already given their positions) in the same insert; the number stored."""
+        already given their positions) in the same insert; the targets that do not exist."""
         by_target: dict[InstanceKey, list[Message]] = {}
         for m in messages:
             by_target.setdefault(m.target, []).append(m)
@@ -156,7 +163,7 @@ class Writes:
         docs = (placed or []) + docs
         if docs:
             await self._inbox.insert_many(docs, ordered=True, session=s)
-        return len(docs)
+        return set(by_target) - set(counters)
 
     def _message_docs(self, target: InstanceKey, batch: list[Message], before: tuple[int, int]) -> list[Doc]:
         """Inbox documents for `batch`, placed from the target's (inbox_seq, inbox_front)."""
@@ -296,9 +303,15 @@ class Writes:
         return {"$set": fields, "$inc": {"generation": 1}}
 
     async def apply(
-        self, s: AsyncClientSession, turns: list[Turn], results: list[Result], starts: Sequence[Start] = ()
-    ) -> None:
-        """Write a batch of commits and activity results in a few round trips.
+        self,
+        s: AsyncClientSession,
+        turns: list[Turn],
+        results: list[Result],
+        starts: Sequence[Start] = (),
+        sends: Sequence[Send] = (),
+    ) -> set[InstanceKey]:
+        """Write a batch of commits, activity results, new instances and client messages in a
+        few round trips; the targets of messages that do not exist (not delivered).
 
         The fenced writes come first (the instance updates, the activity deletes): from
         them on a competing claim conflicts with this transaction. If any fence fails,
@@ -355,6 +368,7 @@ class Writes:
                 t.activities if t.activities is not None else activity_docs(commit, self.own, None)[0]
             )
         messages.extend(r.message for r in results)
+        messages.extend(m.message for m in sends)
         if history:
             await self._history.insert_many(history, ordered=True, session=s)
         # One delete per collection for the whole batch; before the inserts below, which
@@ -366,6 +380,7 @@ class Writes:
             await self._activities.delete_many(
                 cancelled[0] if len(cancelled) == 1 else {"$or": cancelled}, session=s
             )
-        await self.insert_messages(s, messages, placed=[d for n in starts for d in n.inbox])
+        missing = await self.insert_messages(s, messages, placed=[d for n in starts for d in n.inbox])
         if activities:
             await self._activities.insert_many(activities, ordered=True, session=s)
+        return missing
