@@ -176,10 +176,12 @@ class Leases:
             return []
         lease = {"lease_owner": owner, "lease_until": until}
         bump = {"$inc": {"generation": 1}} if generation else {}
-        if len(claims) == 1:  # one round trip: claim and read back together
-            ((token, f),) = claims.items()
+
+        async def claim_one(token: str, f: Doc) -> Doc | None:
+            """One claim and its document in one round trip; None if lost or locked (a
+            transaction left open holds it: a later round tries again)."""
             try:
-                doc = await collection.find_one_and_update(
+                doc: Doc | None = await collection.find_one_and_update(
                     f,
                     {"$set": {**lease, "lease_token": token}, **bump},
                     return_document=ReturnDocument.AFTER,
@@ -187,7 +189,12 @@ class Leases:
                     maxTimeMS=CLAIM_MAX_MS,
                 )
             except ExecutionTimeout:
-                return []  # locked by a transaction left open: a later round tries again
+                return None
+            return doc
+
+        if len(claims) == 1:
+            ((token, f),) = claims.items()
+            doc = await claim_one(token, f)
             return [] if doc is None else [doc]
         ops = [UpdateOne(f, {"$set": {**lease, "lease_token": token}, **bump}) for token, f in claims.items()]
         locked = False
@@ -205,19 +212,8 @@ class Leases:
         if locked:  # the rest one by one, each skipping a locked document on its own
             taken = {str(d["lease_token"]) for d in won}
             for token, f in claims.items():
-                if token not in taken:
-                    try:
-                        doc = await collection.find_one_and_update(
-                            f,
-                            {"$set": {**lease, "lease_token": token}, **bump},
-                            return_document=ReturnDocument.AFTER,
-                            session=s,
-                            maxTimeMS=CLAIM_MAX_MS,
-                        )
-                    except ExecutionTimeout:
-                        continue
-                    if doc is not None:
-                        won.append(doc)
+                if token not in taken and (doc := await claim_one(token, f)) is not None:
+                    won.append(doc)
         # The find returns documents in storage order; callers hand work out in claim order
         # (oldest first), so put the won ones back in the order they were asked for.
         order = {token: n for n, token in enumerate(claims)}
