@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
@@ -61,6 +61,14 @@ class Claim:
     owner: str
     until: datetime
     slots: Mapping[str, int]
+
+    def takes(self, new: NewInstance) -> bool:
+        """Whether a new instance may be stored leased under this claim: the claim has a slot
+        for its app and its start message is due now (a delayed start waits for its time)."""
+        start = new.start
+        if start is None or self.slots.get(new.key.app_id, 0) <= 0:
+            return False
+        return start.visible_at is None or start.visible_at <= datetime.now(UTC)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -291,11 +291,9 @@ class SqliteStore(Store):
     def _lease_new(db: sqlite3.Connection, new: NewInstance, claim: Claim | None) -> WorkflowLease | None:
         """Lease a just-created instance to the claimant if the claim has a slot for it and
         its start is due."""
-        start, key = new.start, new.key
-        if claim is None or start is None or claim.slots.get(key.app_id, 0) <= 0:
+        if claim is None or not claim.takes(new):
             return None
-        if start.visible_at is not None and start.visible_at > datetime.now(UTC):
-            return None
+        key = new.key
         token = uuid.uuid4().hex
         k = (key.app_id, key.instance_id)
         db.execute(

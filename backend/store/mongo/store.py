@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel
@@ -97,10 +97,7 @@ from backend.store.mongo.writes import Result, Send, Turn, Writes, activity_docs
 
 def _start_lease(new: NewInstance, claim: Claim | None) -> tuple[str, str, datetime] | None:
     """(owner, token, until) if the claim has a slot for the new instance and its start is due."""
-    start = new.start
-    if claim is None or start is None or claim.slots.get(new.key.app_id, 0) <= 0:
-        return None
-    if start.visible_at is not None and start.visible_at > datetime.now(UTC):
+    if claim is None or not claim.takes(new):
         return None
     return claim.owner, uuid.uuid4().hex, claim.until
 
