@@ -14,6 +14,7 @@ from backend.domain.events import utcnow
 from backend.domain.model import InstanceKey
 from backend.engine.activities import ActivityRuns
 from backend.engine.dispatcher import Dispatcher
+from backend.engine.handover import HandOver
 from backend.engine.instances import Instances
 from backend.engine.notify import Notifier
 from backend.engine.streams import StreamHub
@@ -42,9 +43,12 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         # Tokens of the leases our tasks are working on: the only ones we renew.
         self.held: set[str] = set()
-        self.instances = Instances(store=store, notifier=self.notifier, config=config)
+        # New work written here starts here without a lease query (engine/handover.py).
+        handover = HandOver(store=store, notifier=self.notifier, lease_seconds=config.lease_seconds)
+        handover.owner = self.owner
+        self.instances = Instances(store=store, notifier=self.notifier, config=config, handover=handover)
         turns = WorkflowTurns(
-            store=store, hub=self.hub, notifier=self.notifier, config=config, owner=self.owner
+            store=store, hub=self.hub, notifier=self.notifier, config=config, handover=handover
         )
         activities = ActivityRuns(store=store, hub=self.hub, notifier=self.notifier, config=config)
         self._dispatchers = [
@@ -62,9 +66,7 @@ class Engine:
             for app_id in dict.fromkeys(app_ids)  # an app on several listeners has one dispatcher
         ]
         self._by_app = {d.app_id: d for d in self._dispatchers}
-        # New work written here starts here without a lease query (engine/slots.py).
-        turns.slots = self.instances.slots = self._by_app
-        self.instances.owner = self.owner
+        handover.slots = self._by_app
         self._loops: list[asyncio.Task[None]] = []
         self._dispatch_loops: list[asyncio.Task[None]] = []
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime
 
 from google.protobuf import wrappers_pb2
 
@@ -22,10 +22,10 @@ from backend.domain import validate
 from backend.domain.creation import new_instance
 from backend.domain.model import Gate, InstanceKey, Message, is_terminal, status_name
 from backend.domain.rerun import RerunRequest, fork
+from backend.engine.handover import HandOver
 from backend.engine.notify import Notifier
-from backend.engine.slots import Slots
 from backend.errors import AlreadyExists, FailedPrecondition, NotFound
-from backend.store.base import Claim, InstanceFilter, Store
+from backend.store.base import InstanceFilter, Store
 from backend.telemetry import metrics
 
 Predicate = Callable[[opb.WorkflowState], bool]
@@ -40,15 +40,12 @@ def finished(state: opb.WorkflowState) -> bool:
 
 
 class Instances:
-    def __init__(self, *, store: Store, notifier: Notifier, config: Config) -> None:
+    def __init__(self, *, store: Store, notifier: Notifier, config: Config, handover: HandOver) -> None:
         self._store = store
         self._notifier = notifier
         self._config = config
+        self._handover = handover  # a start runs its first turn here at once (engine/handover.py)
         self.max_payload = config.max_payload_bytes
-        # Set by the engine: this server's name, and per app served here the dispatcher that
-        # runs a started instance's first turn at once (engine/slots.py).
-        self.owner = ""
-        self.slots: Mapping[str, Slots] = {}
 
     # -- start and query -----------------------------------------------------
 
@@ -82,13 +79,8 @@ class Instances:
             execution_id=execution_id,
             parent_trace=parent_trace,
         )
-        slots = self.slots.get(key.app_id)
-        reserved = slots.reserve("workflow", 1) if slots is not None else 0
-        lease = None
         try:
-            lease = await self._store.create_instance(
-                new, replace_terminal=not enforce_unique, claim=self._claim(key.app_id) if reserved else None
-            )
+            await self._handover.create(new, replace_terminal=not enforce_unique)
         except AlreadyExists:
             existing = await self._store.get_state(key)
             status = status_name(existing.workflowStatus) if existing else "unknown"
@@ -97,20 +89,8 @@ class Instances:
                 f"is {status}"
                 + (" and enforceUniqueInstanceId is set" if existing and finished(existing) else "")
             ) from None
-        finally:
-            if slots is not None and reserved:
-                slots.adopt("workflow", [] if lease is None else [lease], reserved)
-        if lease is None and new.start is not None:
-            self._notifier.delivered(key, new.start.visible_at, ev.utcnow())
         self._notifier.changed(key)
         return key.instance_id
-
-    def _claim(self, app_id: str) -> Claim:
-        return Claim(
-            owner=self.owner,
-            until=ev.utcnow() + timedelta(seconds=self._config.lease_seconds),
-            slots={app_id: 1},
-        )
 
     @metrics.counted("get_workflow")
     async def get(self, key: InstanceKey) -> opb.WorkflowState | None:

@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from backend._proto import history_events_pb2 as hpb
@@ -33,13 +31,13 @@ from backend.domain.model import InboxItem, InstanceKey, WorkflowCommit, is_term
 from backend.domain.state import RuntimeState
 from backend.domain.turn import Mode, plan, turn_started, workflow_request
 from backend.engine import backoff
+from backend.engine.handover import HandOver
 from backend.engine.history_cache import Entry, HistoryCache
 from backend.engine.notify import Notifier
-from backend.engine.slots import Slots
 from backend.engine.streams import Pending, StreamGone, StreamHub
 from backend.engine.strikes import Strikes
 from backend.errors import InvalidArgument, LeaseLost, NotFound, Unavailable
-from backend.store.base import ActivityLease, Claim, Store, WorkflowLease
+from backend.store.base import Store, WorkflowLease
 from backend.telemetry import logs, metrics, tracing
 
 log = logging.getLogger("backend.turns")
@@ -52,11 +50,9 @@ _LOST_STREAMS_BEFORE_FAILING = 3
 
 class WorkflowTurns:
     def __init__(
-        self, *, store: Store, hub: StreamHub, notifier: Notifier, config: Config, owner: str = ""
+        self, *, store: Store, hub: StreamHub, notifier: Notifier, config: Config, handover: HandOver
     ) -> None:
-        self._owner = owner
-        # Per app served here: where a commit's new activities start without a lease query.
-        self.slots: Mapping[str, Slots] = {}
+        self._handover = handover
         self._store = store
         self._hub = hub
         self._notifier = notifier
@@ -136,43 +132,8 @@ class WorkflowTurns:
                 await self._abandon(lease, after=self._delay(strikes))
 
     async def _commit(self, lease: WorkflowLease, commit: WorkflowCommit, *, now: datetime) -> None:
-        """Store the turn. Its new activities are stored leased to this server when a worker of
-        their app has free slots here, and start at once; the instances it sent messages to
-        are claimed directly (backend/engine/notify.py: hints)."""
-        reserved: dict[str, int] = {}
-        for app, wanted in Counter(a.app_id for a in commit.activities).items():
-            slots = self.slots.get(app)
-            granted = slots.reserve("activity", wanted) if slots is not None else 0
-            if granted:
-                reserved[app] = granted
-        claim = (
-            Claim(
-                owner=self._owner,
-                until=utcnow() + timedelta(seconds=self._config.lease_seconds),
-                slots=reserved,
-            )
-            if reserved
-            else None
-        )
-        leases: list[ActivityLease] = []
-        try:
-            leases = await self._store.commit_workflow(lease, commit, now=now, claim=claim)
-        finally:
-            for app, n in reserved.items():
-                self.slots[app].adopt("activity", [a for a in leases if a.task.app_id == app], n)
-        self._announce(commit, leases)
-
-    def _announce(self, commit: WorkflowCommit, leases: list[ActivityLease]) -> None:
-        now = utcnow()
-        for m in commit.messages:
-            self._notifier.delivered(m.target, m.visible_at, now)
-        for new in commit.new_instances:
-            if new.start is not None:
-                self._notifier.delivered(new.key, new.start.visible_at, now)
-        started = Counter(a.task.app_id for a in leases)
-        for app, n in Counter(a.app_id for a in commit.activities).items():
-            if n > started[app]:
-                self._notifier.wake(app)  # queued, not started here: a lease round takes them
+        """Store the turn; its new work is handed to this server's dispatchers (engine/handover.py)."""
+        await self._handover.commit(lease, commit, now=now)
 
     def _delay(self, strikes: int) -> float:
         return backoff.delay(

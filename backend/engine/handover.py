@@ -1,0 +1,82 @@
+"""HandOver: new work written on this server starts on this server, without a lease query.
+
+A turn's new activities and a client's new instance are stored already leased to this server
+when a worker of their app has free slots here (engine/slots.py reserves them, the store takes
+a store.base.Claim); their dispatcher runs them at once. Everything else the write queued (a
+message to another instance, work with no slot) is announced: the target instance's dispatcher
+claims it by key, or looks when it becomes due (engine/notify.py).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from backend.domain.events import utcnow
+from backend.domain.model import NewInstance, WorkflowCommit
+from backend.engine.notify import Notifier
+from backend.engine.slots import Slots
+from backend.store.base import ActivityLease, Claim, Store, WorkflowLease
+
+
+class HandOver:
+    def __init__(self, *, store: Store, notifier: Notifier, lease_seconds: float) -> None:
+        self._store = store
+        self._notifier = notifier
+        self._lease_seconds = lease_seconds
+        # Set by the engine: this server's name, and per app served here its dispatcher.
+        self.owner = ""
+        self.slots: Mapping[str, Slots] = {}
+
+    def _claim(self, slots: dict[str, int]) -> Claim:
+        return Claim(owner=self.owner, until=utcnow() + timedelta(seconds=self._lease_seconds), slots=slots)
+
+    async def commit(self, lease: WorkflowLease, commit: WorkflowCommit, *, now: datetime) -> None:
+        """Store a workflow turn; its new activities start here if their apps have free slots."""
+        reserved: dict[str, int] = {}
+        for app, wanted in Counter(a.app_id for a in commit.activities).items():
+            slots = self.slots.get(app)
+            granted = slots.reserve("activity", wanted) if slots is not None else 0
+            if granted:
+                reserved[app] = granted
+        leases: list[ActivityLease] = []
+        try:
+            leases = await self._store.commit_workflow(
+                lease, commit, now=now, claim=self._claim(reserved) if reserved else None
+            )
+        finally:
+            for app, n in reserved.items():
+                self.slots[app].adopt("activity", [a for a in leases if a.task.app_id == app], n)
+        self._announce(commit, leases)
+
+    def _announce(self, commit: WorkflowCommit, leases: list[ActivityLease]) -> None:
+        now = utcnow()
+        for m in commit.messages:
+            self._notifier.delivered(m.target, m.visible_at, now)
+        for new in commit.new_instances:
+            if new.start is not None:
+                self._notifier.delivered(new.key, new.start.visible_at, now)
+        started = Counter(a.task.app_id for a in leases)
+        for app, n in Counter(a.app_id for a in commit.activities).items():
+            if n > started[app]:
+                self._notifier.wake(app)  # queued, not started here: a lease round takes them
+
+    async def create(self, new: NewInstance, *, replace_terminal: bool) -> None:
+        """Store a new instance; its first turn starts here if its app has a free slot.
+        Raises what store.create_instance raises (AlreadyExists)."""
+        key = new.key
+        slots = self.slots.get(key.app_id)
+        reserved = slots.reserve("workflow", 1) if slots is not None else 0
+        lease = None
+        try:
+            lease = await self._store.create_instance(
+                new,
+                replace_terminal=replace_terminal,
+                claim=self._claim({key.app_id: 1}) if reserved else None,
+            )
+        finally:
+            if slots is not None and reserved:
+                slots.adopt("workflow", [] if lease is None else [lease], reserved)
+        if lease is None and new.start is not None:
+            self._notifier.delivered(key, new.start.visible_at, utcnow())
