@@ -67,3 +67,32 @@ HISTORY_INDEXES = [
         [("app_id", ASCENDING), ("instance_id", ASCENDING), ("end", ASCENDING)], unique=True, name="key_end"
     )
 ]
+
+
+async def create_indexes(db: AsyncDatabase[Doc]) -> None:
+    """The indexes of the current layout (create_indexes is a no-op for existing ones)."""
+    a = ASCENDING
+    await db.instances.create_indexes(
+        [
+            IndexModel([("app_id", a), ("instance_id", a)], unique=True, name="key"),
+            IndexModel([("app_id", a), ("created_at", a)], name="created"),
+            IndexModel([("app_id", a), ("status", a)], name="status"),
+            IndexModel([("app_id", a), ("lease_until", a)], name="lease_until"),
+            IndexModel([("lease_token", a)], name="lease_token"),
+        ]
+    )
+    await db.history.create_indexes(HISTORY_INDEXES)
+    await db.inbox.create_indexes(
+        [
+            IndexModel([("app_id", a), ("instance_id", a), ("seq", a)], unique=True, name="key_seq"),
+            IndexModel([("app_id", a), ("visible_at", a)], name="due"),
+        ]
+    )
+    await db.activities.create_indexes(
+        [
+            IndexModel([("app_id", a), ("not_before", a)], name="due"),
+            IndexModel([("app_id", a), ("lease_until", a)], name="lease_until"),
+            IndexModel([("parent_app", a), ("parent_id", a)], name="parent"),
+            IndexModel([("lease_token", a)], name="lease_token"),
+        ]
+    )

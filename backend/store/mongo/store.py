@@ -42,13 +42,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from datetime import datetime
-from typing import Any
 
-from pymongo import ASCENDING, AsyncMongoClient, IndexModel
+from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConfigurationError, DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 from pymongo.read_preferences import ReadPreference
 
 from backend._proto import history_events_pb2 as hpb
@@ -61,7 +60,7 @@ from backend.domain.model import (
     WorkflowCommit,
     is_terminal,
 )
-from backend.errors import AlreadyExists, InvalidArgument, LeaseLost, Unavailable
+from backend.errors import AlreadyExists, InvalidArgument, LeaseLost
 from backend.store.base import (
     ActivityLease,
     Change,
@@ -77,7 +76,6 @@ from backend.store.base import (
 from backend.store.mongo import queries, schema
 from backend.store.mongo.batch import GroupCommit
 from backend.store.mongo.codec import (
-    DEFAULT_DATABASE,
     DUPLICATE_RETRIES,
     DURABILITY,
     SNAPSHOT,
@@ -90,6 +88,7 @@ from backend.store.mongo.codec import (
     object_id,
     unavailable,
 )
+from backend.store.mongo.connection import connect
 from backend.store.mongo.feed import follow
 from backend.store.mongo.leases import Leases
 from backend.store.mongo.writes import Result, Send, Turn, Writes, activity_docs
@@ -119,45 +118,11 @@ class MongoStore(Store):
     # -- connection ----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        # Fail fast while the database is unreachable (callers get UNAVAILABLE and the
-        # engine retries) instead of pymongo's 30 s default; a URL setting wins.
-        timeouts: dict[str, Any] = (
-            {} if "serverselectiontimeoutms" in self._url.lower() else {"serverSelectionTimeoutMS": 5000}
-        )
+        client, db = await connect(self._url, self._database, write=self._write, read=self._read)
         try:
-            client: AsyncMongoClient[Doc] = AsyncMongoClient(
-                self._url,
-                **timeouts,
-                w=self._write.document["w"],
-                journal=True,
-                readConcernLevel=self._read.level,
-                readPreference="primary",
-                uuidRepresentation="standard",
-                appname="durabletask-sidecar",
-            )
-        except (ConfigurationError, ValueError, TypeError) as e:
-            raise InvalidArgument(f"store URL: {e}") from e
-        try:
-            name = self._database or client.get_default_database(DEFAULT_DATABASE).name
-            db = client.get_database(
-                name,
-                write_concern=self._write,
-                read_concern=self._read,
-                read_preference=ReadPreference.PRIMARY,
-            )
-            try:
-                hello = await client.admin.command("hello")
-            except PyMongoError as e:
-                raise Unavailable(f"cannot reach MongoDB: {e}") from e
-            if not hello.get("setName") and hello.get("msg") != "isdbgrid":
-                raise InvalidArgument(
-                    "the MongoDB store needs a replica set (or a sharded cluster): this server is "
-                    "standalone; start mongod with --replSet and run rs.initiate() (a single-node "
-                    "replica set is fine)"
-                )
             with unavailable():
                 self.schema_found = await schema.prepare(db)
-                await self._create_indexes(db)
+                await schema.create_indexes(db)
                 await queries.create_indexes(db)
                 await queries.backfill_names(db)
         except BaseException:
@@ -167,34 +132,6 @@ class MongoStore(Store):
         self._writes = Writes(db, uuid.uuid4().hex[:12])
         self._group = GroupCommit(db, self._writes, self._tx)
         self._leases = Leases(client, db)
-
-    @staticmethod
-    async def _create_indexes(db: AsyncDatabase[Doc]) -> None:
-        a = ASCENDING
-        await db.instances.create_indexes(
-            [
-                IndexModel([("app_id", a), ("instance_id", a)], unique=True, name="key"),
-                IndexModel([("app_id", a), ("created_at", a)], name="created"),
-                IndexModel([("app_id", a), ("status", a)], name="status"),
-                IndexModel([("app_id", a), ("lease_until", a)], name="lease_until"),
-                IndexModel([("lease_token", a)], name="lease_token"),
-            ]
-        )
-        await db.history.create_indexes(schema.HISTORY_INDEXES)
-        await db.inbox.create_indexes(
-            [
-                IndexModel([("app_id", a), ("instance_id", a), ("seq", a)], unique=True, name="key_seq"),
-                IndexModel([("app_id", a), ("visible_at", a)], name="due"),
-            ]
-        )
-        await db.activities.create_indexes(
-            [
-                IndexModel([("app_id", a), ("not_before", a)], name="due"),
-                IndexModel([("app_id", a), ("lease_until", a)], name="lease_until"),
-                IndexModel([("parent_app", a), ("parent_id", a)], name="parent"),
-                IndexModel([("lease_token", a)], name="lease_token"),
-            ]
-        )
 
     async def close(self) -> None:
         if self._group is not None:
