@@ -69,10 +69,11 @@ CORE_SCENARIOS = frozenset(
 class Sdk:
     name: str
     command: list[str]
-    build: list[list[str]]  # commands run once before the first scenario (cwd = repo root)
+    build: list[list[str]]  # commands run once before the first scenario (in build_dir)
     built: Path | None = None  # skip the build when this is newer than every file in `sources`
     sources: Path | None = None
     only: frozenset[str] | None = None  # the scenarios this harness plays (None: all)
+    build_dir: Path = ROOT
 
     def up_to_date(self) -> bool:
         if self.built is None or not self.built.exists():
@@ -112,10 +113,12 @@ def _all_but(*names: str) -> frozenset[str]:
 def _node_harness(name: str, sdk: str, only: frozenset[str] | None = None) -> Sdk:
     """The Node harness (conformance/js) for one of its SDKs; `npm ci` from its lock file."""
     folder = HERE / "js"
-    build = [["npm", "ci", "--prefix", str(folder), "--no-audit", "--no-fund", "--ignore-scripts"]]
+    # Run in the folder, not with --prefix: --prefix also moves npm's global config
+    # ({prefix}/etc/npmrc), and with it a machine's registry and CA settings.
+    build = [["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"]]
     lock = folder / "node_modules" / ".package-lock.json"
     command = ["node", str(folder / "harness.mjs"), "--sdk", sdk]
-    return Sdk(name, command, build, lock, folder / "package-lock.json", only=only)
+    return Sdk(name, command, build, lock, folder / "package-lock.json", only=only, build_dir=folder)
 
 
 SDKS = {
@@ -584,9 +587,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"building {name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
             # Builds fetch from the registries (go, mvn, npm): one more try after a failure, so
             # a dropped connection is not taken for a broken harness; a second failure is.
-            if subprocess.run(cmd, cwd=ROOT, stdout=sys.stderr).returncode != 0:
+            if subprocess.run(cmd, cwd=sdk.build_dir, stdout=sys.stderr).returncode != 0:
                 print(f"building {name} failed; trying once more", file=sys.stderr, flush=True)
-                subprocess.run(cmd, cwd=ROOT, check=True, stdout=sys.stderr)  # stdout is the report
+                subprocess.run(cmd, cwd=sdk.build_dir, check=True, stdout=sys.stderr)  # stdout is the report
 
     if args.endpoint:
         endpoint = dict(e.split("=", 1) for e in args.endpoint)
