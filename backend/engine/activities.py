@@ -18,6 +18,7 @@ from backend.config import Config
 from backend.domain import events as ev
 from backend.domain.model import Message
 from backend.engine import backoff
+from backend.engine.handover import HandOver
 from backend.engine.notify import Notifier
 from backend.engine.streams import StreamGone, StreamHub
 from backend.engine.strikes import Strikes
@@ -67,8 +68,11 @@ def result_event(lease: ActivityLease, response: spb.ActivityResponse, max_paylo
 
 
 class ActivityRuns:
-    def __init__(self, *, store: Store, hub: StreamHub, notifier: Notifier, config: Config) -> None:
+    def __init__(
+        self, *, store: Store, hub: StreamHub, notifier: Notifier, config: Config, handover: HandOver
+    ) -> None:
         self._store = store
+        self._handover = handover  # delivers results, starting the parent's turn here if it can
         self._hub = hub
         self._notifier = notifier
         self._config = config
@@ -85,7 +89,7 @@ class ActivityRuns:
         """Store the result in the parent's inbox; one the store refuses becomes a failure."""
         task = lease.task
         try:
-            await self._store.complete_activity(lease, Message(target=task.parent, event=result))
+            await self._handover.deliver_result(lease, Message(target=task.parent, event=result))
             return result
         except (LeaseLost, Unavailable):
             raise
@@ -107,7 +111,7 @@ class ActivityRuns:
                 ),
             )
             refused.router.CopyFrom(task.router)
-            await self._store.complete_activity(lease, Message(target=task.parent, event=refused))
+            await self._handover.deliver_result(lease, Message(target=task.parent, event=refused))
             return refused
 
     async def _release(self, lease: ActivityLease, retry_at: datetime | None) -> None:
@@ -162,7 +166,6 @@ class ActivityRuns:
                 pending.outcome.set_exception(PayloadTooLarge(result.taskFailed.failureDetails.errorMessage))
             else:
                 pending.outcome.set_result(None)
-            self._notifier.hint(task.parent)
         except Exception as err:
             retry_at = self._later(lease)
             log.exception(

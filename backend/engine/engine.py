@@ -50,7 +50,9 @@ class Engine:
         turns = WorkflowTurns(
             store=store, hub=self.hub, notifier=self.notifier, config=config, handover=handover
         )
-        activities = ActivityRuns(store=store, hub=self.hub, notifier=self.notifier, config=config)
+        activities = ActivityRuns(
+            store=store, hub=self.hub, notifier=self.notifier, config=config, handover=handover
+        )
         self._dispatchers = [
             Dispatcher(
                 app_id,

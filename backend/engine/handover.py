@@ -1,7 +1,8 @@
 """HandOver: new work written on this server starts on this server, without a lease query.
 
-A turn's new activities and a client's new instance are stored already leased to this server
-when a worker of their app has free slots here (engine/slots.py reserves them, the store takes
+A turn's new activities, a client's new instance and the parent that an activity result is
+delivered to are stored already leased to this server when a worker of their app has free
+slots here (engine/slots.py reserves them, the store takes
 a store.base.Claim); their dispatcher runs them at once. Everything else the write queued (a
 message to another instance, work with no slot) is announced: the target instance's dispatcher
 claims it by key, or looks when it becomes due (engine/notify.py).
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from backend.domain.events import utcnow
-from backend.domain.model import NewInstance, WorkflowCommit
+from backend.domain.model import Message, NewInstance, WorkflowCommit
 from backend.engine.notify import Notifier
 from backend.engine.slots import Slots
 from backend.store.base import ActivityLease, Claim, Store, WorkflowLease
@@ -80,3 +81,22 @@ class HandOver:
                 slots.adopt("workflow", [] if lease is None else [lease], reserved)
         if lease is None and new.start is not None:
             self._notifier.delivered(key, new.start.visible_at, utcnow())
+
+    async def deliver_result(self, lease: ActivityLease, result: Message) -> None:
+        """Store an activity's result. If the parent's app has a free slot here, the store
+        leases the parent to this server in the same write (when it is free to take the
+        result) and its next turn starts at once; otherwise its dispatcher is told.
+        Raises what store.complete_activity raises (LeaseLost)."""
+        parent = result.target
+        slots = self.slots.get(parent.app_id)
+        reserved = slots.reserve("workflow", 1) if slots is not None else 0
+        won = None
+        try:
+            won = await self._store.complete_activity(
+                lease, result, claim=self._claim({parent.app_id: 1}) if reserved else None
+            )
+        finally:
+            if slots is not None and reserved:
+                slots.adopt("workflow", [] if won is None else [won], reserved)
+        if won is None:
+            self._notifier.hint(parent)

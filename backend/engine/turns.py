@@ -62,7 +62,7 @@ class WorkflowTurns:
         self._max_send = config.max_send_bytes
 
     async def _load(self, lease: WorkflowLease) -> tuple[list[hpb.HistoryEvent], RuntimeState]:
-        """The committed history and a private copy of its folded state."""
+        """The committed history and its folded state, both private copies."""
         execution_id = lease.state.executionId.value
         entry = self._cache.get(lease.key, execution_id, lease.history_len)
         if entry is None:
@@ -75,7 +75,9 @@ class WorkflowTurns:
             entry.events.extend(tail)
             for event in tail:
                 entry.state.add(event)
-        return entry.events, entry.state.clone()
+        # Copies: a turn adopted right after this one committed may load while this one
+        # still extends its own view (engine/handover.py); the cache holds whole entries.
+        return list(entry.events), entry.state.clone()
 
     async def run(self, lease: WorkflowLease) -> None:
         key = lease.key

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from backend._proto import history_events_pb2 as hpb
@@ -61,6 +61,7 @@ class Claim:
     owner: str
     until: datetime
     slots: Mapping[str, int]
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))  # when the claim is made
 
     def takes(self, new: NewInstance) -> bool:
         """Whether a new instance may be stored leased under this claim: the claim has a slot
@@ -68,7 +69,7 @@ class Claim:
         start = new.start
         if start is None or self.slots.get(new.key.app_id, 0) <= 0:
             return False
-        return start.visible_at is None or start.visible_at <= datetime.now(UTC)
+        return start.visible_at is None or start.visible_at <= self.now
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,8 +230,15 @@ class Store(abc.ABC):
     ) -> list[ActivityLease]: ...
 
     @abc.abstractmethod
-    async def complete_activity(self, lease: ActivityLease, result: Message) -> None:
-        """Delete the activity and deliver its result to the parent (LeaseLost if gone)."""
+    async def complete_activity(
+        self, lease: ActivityLease, result: Message, *, claim: Claim | None = None
+    ) -> WorkflowLease | None:
+        """Delete the activity and deliver its result to the parent (LeaseLost if gone).
+
+        With `claim` (a slot for the parent's app), the parent is leased to the claimant in
+        the same atomic write if it is unleased and may take the result now (it is not
+        waiting: PENDING, SUSPENDED, STALLED); that lease, with every eligible message of
+        the parent's inbox, is returned, saving the lease round trip of its next turn."""
 
     @abc.abstractmethod
     async def abandon_activity(self, lease: ActivityLease, *, retry_at: datetime | None) -> None: ...

@@ -382,14 +382,31 @@ class SqliteStore(Store):
             )
         )
 
-    async def complete_activity(self, lease: ActivityLease, result: Message) -> None:
-        def complete(db: sqlite3.Connection) -> None:
+    async def complete_activity(
+        self, lease: ActivityLease, result: Message, *, claim: Claim | None = None
+    ) -> WorkflowLease | None:
+        def complete(db: sqlite3.Connection) -> WorkflowLease | None:
             cur = db.execute("DELETE FROM activities WHERE id=? AND lease_token=?", (lease.id, lease.token))
             if cur.rowcount == 0:
                 raise LeaseLost(f"activity {lease.id} is no longer leased by this server")
             self._insert_message(db, result, only_if_exists=True)
+            target = result.target
+            if claim is None or claim.slots.get(target.app_id, 0) <= 0:
+                return None
+            won = sqlite_leases.lease_workflows(
+                db,
+                target.app_id,
+                owner=claim.owner,
+                now=claim.now,
+                until=claim.until,
+                limit=1,
+                control_only=False,
+                instance_ids=[target.instance_id],
+                not_waiting=True,
+            )
+            return won[0] if won else None
 
-        await self._run(complete)
+        return await self._run(complete)
 
     async def abandon_activity(self, lease: ActivityLease, *, retry_at: datetime | None) -> None:
         await self._run(

@@ -19,7 +19,7 @@ from backend._proto import orchestrator_service_pb2 as spb
 from backend.domain.model import ActivityTask, Gate, InboxItem, InstanceKey, NewInstance, WorkflowCommit
 from backend.errors import LeaseLost
 from backend.store.base import ActivityLease, Claim, WorkflowLease
-from backend.store.sqlite_schema import ELIGIBLE, IN_CHUNK, to_seconds
+from backend.store.sqlite_schema import ELIGIBLE, IN_CHUNK, WAITING, to_seconds
 
 
 def lease_new(db: sqlite3.Connection, new: NewInstance, claim: Claim | None) -> WorkflowLease | None:
@@ -56,8 +56,10 @@ def lease_workflows(
     limit: int,
     control_only: bool,
     instance_ids: Collection[str] | None,
+    not_waiting: bool = False,
 ) -> list[WorkflowLease]:
-    """Free instances of the app with eligible inbox messages (store.base.Store.lease_workflows)."""
+    """Free instances of the app with eligible inbox messages (store.base.Store.lease_workflows);
+    with not_waiting, only instances that are not waiting (Store.complete_activity's claim)."""
     params: dict[str, object] = {
         "app": app_id,
         "now": to_seconds(now),
@@ -72,6 +74,8 @@ def lease_workflows(
             return []
         params.update({f"k{n}": iid for n, iid in enumerate(only)})
         eligible += f" AND b.instance_id IN ({', '.join(f':k{n}' for n in range(len(only)))})"
+    if not_waiting:
+        eligible += f" AND i.status NOT IN ({', '.join(str(int(w)) for w in WAITING)})"
     # A control-only lease takes the start along, so control events never precede it.
     taken = ELIGIBLE + (f" AND b.gate IN ({Gate.CONTROL.value}, {Gate.START.value})" if control_only else "")
     ids = db.execute(

@@ -159,3 +159,33 @@ async def test_child_completion_reaches_the_parent(stub) -> None:  # type: ignor
         assert "childWorkflowInstanceCompleted" in _kinds(back)
     finally:
         await worker.close()
+
+
+async def test_an_activity_result_leases_its_parent_in_the_same_write(stub) -> None:  # type: ignore[no-untyped-def]
+    """The parent is free when its activity's result arrives: the store leases it to this
+    server with the result (store.complete_activity's claim), so no claim of any kind runs
+    between the result and the parent's next turn."""
+    worker = RawWorker(stub)
+    try:
+        await stub.StartInstance(spb.CreateInstanceRequest(instanceId="one", name="wf"))
+        await _respond(stub, await worker.next(STEP), _schedule(0, "a"))
+        act = await worker.next(STEP)
+        assert act.activityRequest.name == "a"
+        await _settled()
+        claims = _calls("lease_workflows")
+        await stub.CompleteActivityTask(
+            spb.ActivityResponse(
+                completionToken=act.completionToken,
+                instanceId="one",
+                taskId=act.activityRequest.taskId,
+                result=wrappers_pb2.StringValue(value='"a"'),
+            )
+        )
+        turn = await worker.next(STEP)
+        assert _kinds(turn) == ["workflowStarted", "taskCompleted"]
+        assert _calls("lease_workflows") == claims, "the parent was claimed apart from its result"
+        await _respond(stub, turn, _complete(1, "done"))
+        done = await stub.WaitForInstanceCompletion(spb.GetInstanceRequest(instanceId="one"), timeout=STEP)
+        assert done.workflowState.workflowStatus == opb.ORCHESTRATION_STATUS_COMPLETED
+    finally:
+        await worker.close()

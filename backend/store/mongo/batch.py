@@ -27,7 +27,9 @@ from pymongo.errors import DuplicateKeyError
 
 from backend.domain.model import InstanceKey
 from backend.errors import LeaseLost, Unavailable
+from backend.store.base import WorkflowLease
 from backend.store.mongo.codec import Doc, T, key_filter, unavailable
+from backend.store.mongo.inbox import Delivery
 from backend.store.mongo.writes import FenceMismatch, Result, Send, Start, Turn, Writes
 
 MAX_BATCH = 64  # items per transaction: bounds the transaction's size and its retry cost
@@ -38,13 +40,22 @@ MAX_BYTES = 8 * 1024 * 1024  # and its payload (a transaction's oplog entries ar
 Tx = Callable[[Callable[[AsyncClientSession], Awaitable[T]]], Awaitable[T]]
 
 
+@dataclass(frozen=True)
+class Committed:
+    """What a committed item learned."""
+
+    delivered: bool = True  # False: a message whose target does not exist (nothing stored)
+    lease: WorkflowLease | None = None  # an activity result's claim won its parent
+
+
 @dataclass(eq=False)
 class _Item:
     work: Turn | Result | Start | Send
     size: int
     key: InstanceKey = field(init=False)  # the instance whose document it writes
-    # Set when committed: False for a message whose target does not exist.
-    future: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[Committed] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
     def __post_init__(self) -> None:
         work = self.work
@@ -72,9 +83,8 @@ class GroupCommit:
         self._apart: set[asyncio.Task[None]] = set()
         self.transactions = 0  # committed batches, for tests and stats
 
-    async def submit(self, work: Turn | Result | Start | Send, size: int) -> bool:
-        """Commit `work` with whatever else is queued; False if it was a message to an
-        instance that does not exist (nothing stored for it)."""
+    async def submit(self, work: Turn | Result | Start | Send, size: int) -> Committed:
+        """Commit `work` with whatever else is queued."""
         item = _Item(work, size)
         self._queue.append(item)
         self._start()
@@ -123,10 +133,10 @@ class GroupCommit:
     async def _commit(self, batch: list[_Item]) -> None:
         try:
             try:
-                missing = await self._once(batch, lambda s: self._apply(s, batch))
+                delivery = await self._once(batch, lambda s: self._apply(s, batch))
                 lost: list[_Item] = []
             except FenceMismatch:
-                lost, missing = await self._once(batch, lambda s: self._apply_held(s, batch))
+                lost, delivery = await self._once(batch, lambda s: self._apply_held(s, batch))
         except Unavailable as err:  # the database, not an item: everyone hears of it
             for item in batch:
                 _settle(item, err)
@@ -143,8 +153,12 @@ class GroupCommit:
         for item in batch:
             if any(item is x for x in lost):
                 _settle(item, LeaseLost(_lost_message(item.work)))
+            elif isinstance(item.work, Send):
+                _settle(item, None, Committed(delivered=item.key not in delivery.missing))
+            elif isinstance(item.work, Result) and item.work.claim is not None:
+                _settle(item, None, Committed(lease=delivery.leases.get(item.work.claim.token)))
             else:
-                _settle(item, None, delivered=not (isinstance(item.work, Send) and item.key in missing))
+                _settle(item, None)
 
     async def _without_existing(self, batch: list[_Item], key_error: DuplicateKeyError) -> bool:
         """New instances that exist get the duplicate key error; the rest commit together.
@@ -225,7 +239,7 @@ class GroupCommit:
         self._queue[0:0] = self._stuck.pop(key, [])
         self._start()
 
-    async def _apply(self, s: AsyncClientSession, batch: list[_Item]) -> set[InstanceKey]:
+    async def _apply(self, s: AsyncClientSession, batch: list[_Item]) -> Delivery:
         return await self._writes.apply(
             s,
             [i.work for i in batch if isinstance(i.work, Turn)],
@@ -234,11 +248,9 @@ class GroupCommit:
             [i.work for i in batch if isinstance(i.work, Send)],
         )
 
-    async def _apply_held(
-        self, s: AsyncClientSession, batch: list[_Item]
-    ) -> tuple[list[_Item], set[InstanceKey]]:
+    async def _apply_held(self, s: AsyncClientSession, batch: list[_Item]) -> tuple[list[_Item], Delivery]:
         """Read which leases are still held (in the transaction's snapshot), apply the rest;
-        the lost items, and the messages' targets that do not exist."""
+        the lost items, and what the delivery of the rest's messages found."""
         turns = [i for i in batch if isinstance(i.work, Turn)]
         results = [i for i in batch if isinstance(i.work, Result)]
         held: set[tuple[str, str, str | None]] = set()
@@ -268,8 +280,8 @@ class GroupCommit:
             return (k["app_id"], k["instance_id"], work.fence) in held
 
         live = [i for i in batch if holds(i)]
-        missing = await self._apply(s, live) if live else set()
-        return [i for i in batch if not any(i is x for x in live)], missing
+        delivery = await self._apply(s, live) if live else Delivery()
+        return [i for i in batch if not any(i is x for x in live)], delivery
 
 
 def _by_key(batch: list[_Item]) -> list[list[_Item]]:
@@ -300,10 +312,10 @@ def _lost_message(work: Turn | Result | Start | Send) -> str:
     return f"lease on {work.commit.key} is no longer held"
 
 
-def _settle(item: _Item, err: Exception | None, *, delivered: bool = True) -> None:
+def _settle(item: _Item, err: Exception | None, outcome: Committed = Committed()) -> None:
     if item.future.done():
         return
     if err is None:
-        item.future.set_result(delivered)
+        item.future.set_result(outcome)
     else:
         item.future.set_exception(err)

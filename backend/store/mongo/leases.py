@@ -153,7 +153,7 @@ class Leases:
         claimed = [(str(d["instance_id"]), str(d["lease_token"]), d) for d in docs]
         if not claimed:
             return []
-        return await self._with_inboxes(s, app_id, claimed, now=now, control_only=control_only)
+        return await read_inboxes(self._db, s, app_id, claimed, now=now, control_only=control_only)
 
     async def _claim_many(
         self,
@@ -220,61 +220,6 @@ class Leases:
         won.sort(key=lambda d: order[str(d["lease_token"])])
         return won
 
-    async def _with_inboxes(
-        self,
-        s: AsyncClientSession,
-        app_id: str,
-        claimed: list[tuple[str, str, Doc]],
-        *,
-        now: int,
-        control_only: bool,
-    ) -> list[WorkflowLease]:
-        """The claimed instances' eligible messages, read in one query (after the claims:
-        nobody else takes them now); claims left with none are released."""
-        cursor = self._db.inbox.find(
-            {
-                "app_id": app_id,
-                "instance_id": {"$in": [iid for iid, _, _ in claimed]},
-                "visible_at": {"$lte": now},
-            },
-            projection={"instance_id": 1, "gate": 1, "event": 1},
-            session=s,
-        ).sort([("instance_id", ASCENDING), ("seq", ASCENDING)])
-        rows: dict[str, list[Doc]] = {}
-        async for d in cursor:
-            rows.setdefault(str(d["instance_id"]), []).append(d)
-        leases: list[WorkflowLease] = []
-        empty: list[str] = []
-        for iid, token, doc in claimed:
-            gates = gates_for(int(doc["status"]), control_only)
-            inbox = [
-                InboxItem(id=str(d["_id"]), event=hpb.HistoryEvent.FromString(d["event"]))
-                for d in rows.get(iid, [])
-                if gates is None or int(d["gate"]) in gates
-            ]
-            if not inbox:
-                empty.append(token)  # another owner's turn took the messages before our claim
-                continue
-            leases.append(
-                WorkflowLease(
-                    key=InstanceKey(app_id, iid),
-                    token=token,
-                    state=opb.WorkflowState.FromString(doc["state"]),
-                    history_len=int(doc["history_len"]),
-                    inbox=inbox,
-                    propagated=hpb.PropagatedHistory.FromString(doc["propagated"])
-                    if doc.get("propagated")
-                    else None,
-                )
-            )
-        if empty:
-            await self._db.instances.update_many(
-                {"lease_token": {"$in": empty}},
-                {"$set": {"lease_owner": None, "lease_token": None, "lease_until": None}},
-                session=s,
-            )
-        return leases
-
     async def activities(
         self, app_id: str, *, owner: str, now: datetime, until: datetime, limit: int
     ) -> list[ActivityLease]:
@@ -310,3 +255,60 @@ class Leases:
                     )
                 )
         return out
+
+
+async def read_inboxes(
+    db: AsyncDatabase[Doc],
+    s: AsyncClientSession,
+    app_id: str,
+    claimed: list[tuple[str, str, Doc]],
+    *,
+    now: int,
+    control_only: bool,
+) -> list[WorkflowLease]:
+    """Leases for the claimed (instance ID, token, instance document) of one app: their eligible
+    messages, read in one query (after the claims: nobody else takes them now); claims left
+    with none are released."""
+    cursor = db.inbox.find(
+        {
+            "app_id": app_id,
+            "instance_id": {"$in": [iid for iid, _, _ in claimed]},
+            "visible_at": {"$lte": now},
+        },
+        projection={"instance_id": 1, "gate": 1, "event": 1},
+        session=s,
+    ).sort([("instance_id", ASCENDING), ("seq", ASCENDING)])
+    rows: dict[str, list[Doc]] = {}
+    async for d in cursor:
+        rows.setdefault(str(d["instance_id"]), []).append(d)
+    leases: list[WorkflowLease] = []
+    empty: list[str] = []
+    for iid, token, doc in claimed:
+        gates = gates_for(int(doc["status"]), control_only)
+        inbox = [
+            InboxItem(id=str(d["_id"]), event=hpb.HistoryEvent.FromString(d["event"]))
+            for d in rows.get(iid, [])
+            if gates is None or int(d["gate"]) in gates
+        ]
+        if not inbox:
+            empty.append(token)  # another owner's turn took the messages before our claim
+            continue
+        leases.append(
+            WorkflowLease(
+                key=InstanceKey(app_id, iid),
+                token=token,
+                state=opb.WorkflowState.FromString(doc["state"]),
+                history_len=int(doc["history_len"]),
+                inbox=inbox,
+                propagated=hpb.PropagatedHistory.FromString(doc["propagated"])
+                if doc.get("propagated")
+                else None,
+            )
+        )
+    if empty:
+        await db.instances.update_many(
+            {"lease_token": {"$in": empty}},
+            {"$set": {"lease_owner": None, "lease_token": None, "lease_until": None}},
+            session=s,
+        )
+    return leases

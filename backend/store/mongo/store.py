@@ -90,6 +90,7 @@ from backend.store.mongo.codec import (
 )
 from backend.store.mongo.connection import connect
 from backend.store.mongo.feed import follow
+from backend.store.mongo.inbox import ClaimOnDelivery
 from backend.store.mongo.leases import Leases
 from backend.store.mongo.writes import Result, Send, Turn, Writes, activity_docs
 
@@ -304,7 +305,7 @@ class MongoStore(Store):
     async def send(self, message: Message) -> bool:
         # Shares a transaction with whatever else is being written (store/mongo/batch.py): a
         # burst of raised events costs a few transactions, not one each.
-        return await self._g.submit(Send(message), message.event.ByteSize())
+        return (await self._g.submit(Send(message), message.event.ByteSize())).delivered
 
     async def purge(self, key: InstanceKey, *, only_terminal: bool) -> bool:
         async def purge(s: AsyncClientSession) -> bool:
@@ -372,13 +373,20 @@ class MongoStore(Store):
     ) -> list[ActivityLease]:
         return await self._l.activities(app_id, owner=owner, now=now, until=until, limit=limit)
 
-    async def complete_activity(self, lease: ActivityLease, result: Message) -> None:
+    async def complete_activity(
+        self, lease: ActivityLease, result: Message, *, claim: Claim | None = None
+    ) -> WorkflowLease | None:
         """Shares a transaction with the other results and turn commits being written
-        (store/mongo/batch.py): a fan-out's results for one parent arrive together."""
+        (store/mongo/batch.py): a fan-out's results for one parent arrive together. The
+        claim rides on the inbox position write (store/mongo/inbox.py)."""
         oid = object_id(lease.id)
         if oid is None:
             raise LeaseLost(f"activity {lease.id} is no longer leased by this server")
-        await self._g.submit(Result(oid, lease.token, result), result.event.ByteSize())
+        on = None
+        if claim is not None and claim.slots.get(result.target.app_id, 0) > 0 and result.visible_at is None:
+            on = ClaimOnDelivery(claim.owner, uuid.uuid4().hex, micros(claim.until), micros(claim.now))
+        done = await self._g.submit(Result(oid, lease.token, result, on), result.event.ByteSize())
+        return done.lease
 
     async def abandon_activity(self, lease: ActivityLease, *, retry_at: datetime | None) -> None:
         oid = object_id(lease.id)

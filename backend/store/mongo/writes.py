@@ -1,5 +1,6 @@
-"""The writes of a MongoDB store transaction: queue messages, create or delete an
-instance, apply a batch of turn commits and activity results. Each takes the
+"""The writes of a MongoDB store transaction: create or delete an instance, apply a batch
+of turn commits, activity results, new instances and client messages (their delivery into
+inboxes: store/mongo/inbox.py). Each takes the
 transaction's session; fencing (the lease tokens) is checked here, in the same
 round trip as the first write of each kind."""
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bson import ObjectId
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -22,6 +23,7 @@ from backend._proto import history_events_pb2 as hpb
 from backend.domain.model import InstanceKey, Message, NewInstance, WorkflowCommit, is_terminal
 from backend.store.base import ActivityLease, Claim
 from backend.store.mongo.codec import Doc, key_filter, micros, object_id
+from backend.store.mongo.inbox import ClaimOnDelivery, Delivery, Inbox
 
 # A turn's events go into one history document unless they are this large together
 # (a document is at most 16 MB; a turn may carry many large payloads).
@@ -66,11 +68,13 @@ class Send:
 
 @dataclass(frozen=True)
 class Result:
-    """An activity result: delete the activity (fenced by its lease token), deliver the message."""
+    """An activity result: delete the activity (fenced by its lease token), deliver the message
+    (and with `claim`, lease its target: store/mongo/inbox.py)."""
 
     activity: ObjectId
     token: str
     message: Message
+    claim: ClaimOnDelivery | None = None
 
 
 def history_docs(key: InstanceKey, start: int, events: Sequence[hpb.HistoryEvent]) -> list[Doc]:
@@ -133,102 +137,11 @@ class Writes:
         self._activities: AsyncCollection[Doc] = db.activities
         self.own = own  # this store's id: the change feed skips our own writes
         self._stamps = itertools.count()
+        self.inbox = Inbox(db, own)
 
     def stamp(self) -> str:
         """`by` for an instance update: always a new value, so the feed sees who wrote it."""
         return f"{self.own}.{next(self._stamps)}"
-
-    async def insert_messages(
-        self,
-        s: AsyncClientSession,
-        messages: list[Message],
-        *,
-        only_if_exists: bool = True,
-        placed: list[Doc] | None = None,
-    ) -> set[InstanceKey]:
-        """Queue messages for instances that exist (in order), with `placed` (inbox documents
-        already given their positions) in the same insert; the targets that do not exist."""
-        by_target: dict[InstanceKey, list[Message]] = {}
-        for m in messages:
-            by_target.setdefault(m.target, []).append(m)
-        counters = await self._allocate(s, by_target)
-        docs: list[Doc] = []
-        for target, batch in by_target.items():
-            before = counters.get(target)
-            if before is None:
-                if only_if_exists:
-                    continue
-                raise AssertionError(f"{target} was just created but is missing")
-            docs.extend(self._message_docs(target, batch, before))
-        docs = (placed or []) + docs
-        if docs:
-            await self._inbox.insert_many(docs, ordered=True, session=s)
-        return set(by_target) - set(counters)
-
-    def _message_docs(self, target: InstanceKey, batch: list[Message], before: tuple[int, int]) -> list[Doc]:
-        """Inbox documents for `batch`, placed from the target's (inbox_seq, inbox_front)."""
-        front = [m for m in batch if m.front]
-        back = [m for m in batch if not m.front]
-        first, first_front = before[0], before[1] - len(front)
-        placed = [(first_front + n, m) for n, m in enumerate(front)] + [
-            (first + n, m) for n, m in enumerate(back)
-        ]
-        return [
-            {
-                "_id": ObjectId(),
-                "app_id": target.app_id,
-                "instance_id": target.instance_id,
-                "seq": seq,
-                "gate": int(m.gate),
-                "visible_at": micros(m.visible_at),
-                "event": m.event.SerializeToString(),
-                "by": self.own,
-            }
-            for seq, m in placed
-        ]
-
-    async def _allocate(
-        self, s: AsyncClientSession, by_target: dict[InstanceKey, list[Message]]
-    ) -> dict[InstanceKey, tuple[int, int]]:
-        """Reserve inbox positions: (inbox_seq, inbox_front) before the reservation, per
-        target that exists. Allocating is the existence check, and a write to the instance:
-        a concurrent purge or replace conflicts with it. Front messages count down from 0
-        (inbox_front), below every position counted up."""
-
-        def inc(batch: list[Message]) -> Doc:
-            front = sum(1 for m in batch if m.front)
-            return {"$inc": {"inbox_seq": len(batch) - front, "inbox_front": -front}}
-
-        out: dict[InstanceKey, tuple[int, int]] = {}
-        if len(by_target) < 3:  # one round trip per target
-            for target, batch in by_target.items():
-                before = await self._instances.find_one_and_update(
-                    key_filter(target),
-                    inc(batch),
-                    projection={"inbox_seq": 1, "inbox_front": 1, "_id": 0},
-                    return_document=ReturnDocument.BEFORE,
-                    session=s,
-                )
-                if before is not None:
-                    out[target] = (int(before.get("inbox_seq", 0)), int(before.get("inbox_front", 0)))
-            return out
-        # Many targets (a batch of activity results): read them all, then one bulk update. The
-        # transaction's snapshot makes the pair atomic (a concurrent change is a write conflict).
-        rows = self._instances.find(
-            {"$or": [key_filter(t) for t in by_target]},
-            projection={"_id": 1, "app_id": 1, "instance_id": 1, "inbox_seq": 1, "inbox_front": 1},
-            session=s,
-        )
-        ids: dict[InstanceKey, ObjectId] = {}
-        async for d in rows:
-            key = InstanceKey(d["app_id"], d["instance_id"])
-            out[key] = (int(d.get("inbox_seq", 0)), int(d.get("inbox_front", 0)))
-            ids[key] = d["_id"]
-        if ids:
-            await self._instances.bulk_write(
-                [UpdateOne({"_id": ids[t]}, inc(by_target[t])) for t in ids], ordered=False, session=s
-            )
-        return out
 
     async def delete_instance(self, s: AsyncClientSession, key: InstanceKey) -> None:
         k = key_filter(key)
@@ -281,7 +194,7 @@ class Writes:
             "name": new.state.name,  # the operator listing's filter (store/mongo/queries.py)
             "by": self.stamp(),
         }
-        return Start(new.key, instance, self._message_docs(new.key, start, (0, 0)) if start else [])
+        return Start(new.key, instance, self.inbox.message_docs(new.key, start, (0, 0)) if start else [])
 
     def _instance_update(self, turn: Turn) -> Doc:
         commit = turn.commit
@@ -309,9 +222,10 @@ class Writes:
         results: list[Result],
         starts: Sequence[Start] = (),
         sends: Sequence[Send] = (),
-    ) -> set[InstanceKey]:
+    ) -> Delivery:
         """Write a batch of commits, activity results, new instances and client messages in a
-        few round trips; the targets of messages that do not exist (not delivered).
+        few round trips; the targets of messages that do not exist (not delivered), and the
+        leases the results' claims won.
 
         The fenced writes come first (the instance updates, the activity deletes): from
         them on a competing claim conflicts with this transaction. If any fence fails,
@@ -380,7 +294,13 @@ class Writes:
             await self._activities.delete_many(
                 cancelled[0] if len(cancelled) == 1 else {"$or": cancelled}, session=s
             )
-        missing = await self.insert_messages(s, messages, placed=[d for n in starts for d in n.inbox])
+        claims: dict[InstanceKey, ClaimOnDelivery] = {}
+        for r in results:
+            if r.claim is not None:
+                claims.setdefault(r.message.target, r.claim)  # one claim per parent can win
+        delivery = await self.inbox.deliver(
+            s, messages, placed=[d for n in starts for d in n.inbox], claims=claims
+        )
         if activities:
             await self._activities.insert_many(activities, ordered=True, session=s)
-        return missing
+        return delivery
