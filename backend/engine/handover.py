@@ -11,7 +11,7 @@ claims it by key, or looks when it becomes due (engine/notify.py).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 
 from backend.domain.events import utcnow
@@ -66,37 +66,35 @@ class HandOver:
     async def create(self, new: NewInstance, *, replace_terminal: bool) -> None:
         """Store a new instance; its first turn starts here if its app has a free slot.
         Raises what store.create_instance raises (AlreadyExists)."""
-        key = new.key
-        slots = self.slots.get(key.app_id)
-        reserved = slots.reserve("workflow", 1) if slots is not None else 0
-        lease = None
-        try:
-            lease = await self._store.create_instance(
-                new,
-                replace_terminal=replace_terminal,
-                claim=self._claim({key.app_id: 1}) if reserved else None,
-            )
-        finally:
-            if slots is not None and reserved:
-                slots.adopt("workflow", [] if lease is None else [lease], reserved)
+        lease = await self._with_workflow_slot(
+            new.key.app_id,
+            lambda claim: self._store.create_instance(new, replace_terminal=replace_terminal, claim=claim),
+        )
         if lease is None and new.start is not None:
-            self._notifier.delivered(key, new.start.visible_at, utcnow())
+            self._notifier.delivered(new.key, new.start.visible_at, utcnow())
 
     async def deliver_result(self, lease: ActivityLease, result: Message) -> None:
         """Store an activity's result. If the parent's app has a free slot here, the store
         leases the parent to this server in the same write (when it is free to take the
         result) and its next turn starts at once; otherwise its dispatcher is told.
         Raises what store.complete_activity raises (LeaseLost)."""
-        parent = result.target
-        slots = self.slots.get(parent.app_id)
+        won = await self._with_workflow_slot(
+            result.target.app_id, lambda claim: self._store.complete_activity(lease, result, claim=claim)
+        )
+        if won is None:
+            self._notifier.hint(result.target)
+
+    async def _with_workflow_slot(
+        self, app_id: str, write: Callable[[Claim | None], Awaitable[WorkflowLease | None]]
+    ) -> WorkflowLease | None:
+        """Run a store write that may lease one instance of `app_id` to this server: with a
+        claim if a slot is free here; the lease it won goes to the app's dispatcher."""
+        slots = self.slots.get(app_id)
         reserved = slots.reserve("workflow", 1) if slots is not None else 0
         won = None
         try:
-            won = await self._store.complete_activity(
-                lease, result, claim=self._claim({parent.app_id: 1}) if reserved else None
-            )
+            won = await write(self._claim({app_id: 1}) if reserved else None)
         finally:
             if slots is not None and reserved:
                 slots.adopt("workflow", [] if won is None else [won], reserved)
-        if won is None:
-            self._notifier.hint(parent)
+        return won

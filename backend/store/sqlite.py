@@ -294,16 +294,6 @@ class SqliteStore(Store):
             )
         )
 
-    @staticmethod
-    def _check_lease(db: sqlite3.Connection, lease: WorkflowLease) -> int:
-        row = db.execute(
-            "SELECT lease_token, history_len FROM instances WHERE app_id=? AND instance_id=?",
-            (lease.key.app_id, lease.key.instance_id),
-        ).fetchone()
-        if row is None or row[0] != lease.token:
-            raise LeaseLost(f"lease on {lease.key} is no longer held")
-        return int(row[1])
-
     def _apply(
         self,
         db: sqlite3.Connection,

@@ -204,23 +204,24 @@ def renew(db: sqlite3.Connection, tokens: list[str], *, until: datetime) -> None
             )
 
 
+# Where work of an app becomes eligible later: a delayed message, an expiring lease, a retry time.
+_DUE_COLUMNS = (
+    ("inbox", "visible_at"),
+    ("instances", "lease_until"),
+    ("activities", "not_before"),
+    ("activities", "lease_until"),
+)
+
+
 def next_due(db: sqlite3.Connection, app_id: str, *, now: datetime) -> float | None:
     """The earliest later moment at which some work of the app becomes eligible: a delayed
     message, an expiring lease, an activity's retry time."""
     t = to_seconds(now)
-    candidates = [
-        db.execute(
-            "SELECT MIN(visible_at) FROM inbox WHERE app_id=? AND visible_at>?", (app_id, t)
-        ).fetchone()[0],
-        db.execute(
-            "SELECT MIN(lease_until) FROM instances WHERE app_id=? AND lease_until>?", (app_id, t)
-        ).fetchone()[0],
-        db.execute(
-            "SELECT MIN(not_before) FROM activities WHERE app_id=? AND not_before>?", (app_id, t)
-        ).fetchone()[0],
-        db.execute(
-            "SELECT MIN(lease_until) FROM activities WHERE app_id=? AND lease_until>?", (app_id, t)
-        ).fetchone()[0],
-    ]
-    found = [c for c in candidates if c is not None]
+    found = []
+    for table, column in _DUE_COLUMNS:
+        (value,) = db.execute(
+            f"SELECT MIN({column}) FROM {table} WHERE app_id=? AND {column}>?", (app_id, t)
+        ).fetchone()
+        if value is not None:
+            found.append(value)
     return min(found) if found else None
