@@ -40,9 +40,19 @@ class ClaimOnDelivery:
     until: int
     now: int
 
+    # The one rule, in two forms: free at `now` (no lease, or it expired) and not waiting.
     def wins(self, doc: Doc) -> bool:
         """Whether the claim takes an instance document as read in the transaction."""
         return int(doc.get("lease_until") or 0) < self.now and int(doc["status"]) not in WAITING
+
+    def wins_expression(self) -> Doc:
+        """`wins` as an aggregation expression over the document being updated."""
+        return {
+            "$and": [
+                {"$lt": [{"$ifNull": ["$lease_until", 0]}, self.now]},
+                {"$not": [{"$in": ["$status", WAITING]}]},
+            ]
+        }
 
 
 @dataclass
@@ -60,12 +70,7 @@ def _counts(batch: list[Message]) -> tuple[int, int]:
 def _claiming_update(back: int, front: int, claim: ClaimOnDelivery) -> list[Doc]:
     """Reserve the positions and, if the instance is free and not waiting, lease it; an
     update pipeline, so that both happen in the one findAndModify."""
-    free = {
-        "$and": [
-            {"$lt": [{"$ifNull": ["$lease_until", 0]}, claim.now]},
-            {"$not": [{"$in": ["$status", WAITING]}]},
-        ]
-    }
+    free = claim.wins_expression()
 
     def pick(then: object, name: str) -> Doc:
         return {"$cond": [free, then, f"${name}"]}
