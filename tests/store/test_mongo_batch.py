@@ -12,17 +12,19 @@ import pytest
 from backend.domain.model import InstanceKey, Message
 from backend.errors import AlreadyExists, LeaseLost
 from backend.store import open_store
-from backend.store.base import Change
+from backend.store.base import ActivityLease, Change, Claim
 from backend.store.mongo import MongoStore
 from tests.store.conftest import _mongodb_params
 from tests.store.test_contract import (
     APP,
     COMPLETED,
     OTHER_APP,
+    SUSPENDED,
     T0,
     activity,
     at,
     commit_for,
+    control,
     inbox_names,
     lease_all,
     msg,
@@ -276,3 +278,83 @@ async def test_a_document_locked_by_an_open_transaction_holds_up_only_its_own_it
             assert sorted(i.event.eventRaised.name for i in turns[key].inbox) == [
                 f"{key.instance_id}-{n}" for n in range(2)
             ]
+
+
+def _result(act: ActivityLease) -> Message:
+    return Message(target=act.task.parent, event=raised(act.task.request.name))
+
+
+async def test_claimed_messages_are_held_in_the_instance_document(durable_url: str) -> None:
+    """A start leased at creation and a result whose claim wins never touch the inbox
+    collection: the instance document holds them (`inline`) and the turn's commit removes
+    them in its own update."""
+    key = InstanceKey(APP, "inline")
+    claim = Claim(owner="o1", until=at(30), slots={APP: 1}, now=T0)
+    async with mongo(durable_url) as store:
+        db = store._d
+        lease = await store.create_instance(new(key), replace_terminal=False, claim=claim)
+        assert lease is not None and inbox_names(lease) == ["executionStarted"]
+        doc = await db.instances.find_one({"instance_id": "inline"})
+        assert doc is not None and doc["inline_n"] == 1 and doc["inbox_n"] == 0
+        assert await db.inbox.count_documents({"instance_id": "inline"}) == 0
+        task = activity(key, "a", task_id=1)
+        await store.commit_workflow(lease, commit_for(lease, activities=[task]), now=T0)
+        doc = await db.instances.find_one({"instance_id": "inline"})
+        assert doc is not None and doc["inline"] == [] and doc["inline_n"] == 0
+        [act] = await store.lease_activities(OTHER_APP, owner="o1", now=T0, until=at(30), limit=10)
+        won = await store.complete_activity(act, _result(act), claim=claim)
+        assert won is not None and inbox_names(won) == ["a"]
+        assert await db.inbox.count_documents({"instance_id": "inline"}) == 0
+        await store.commit_workflow(won, commit_for(won, status=COMPLETED), now=at(1))
+        doc = await db.instances.find_one({"instance_id": "inline"})
+        assert doc is not None and doc["inline"] == [] and doc["inbox_n"] == 0
+
+
+async def test_results_with_claims_for_many_parents_in_one_batch(durable_url: str) -> None:
+    """Results for many parents in one transaction (the bulk path of store/mongo/inbox.py):
+    each free parent is claimed once with all its results held inline, a busy parent and a
+    suspended one get theirs stored, and nothing is lost or doubled."""
+    parents = [InstanceKey(APP, f"c{n}") for n in range(5)]
+    busy, asleep = parents[3], parents[4]
+    async with mongo(durable_url) as store:
+        for p in parents:
+            await store.create_instance(new(p), replace_terminal=False)
+        leases = await lease_all(store, now=T0)
+        for p in parents:
+            acts = [activity(p, f"{p.instance_id}-a{n}", task_id=n) for n in range(2)]
+            await store.commit_workflow(leases[p], commit_for(leases[p], activities=acts), now=T0)
+        held = await store.lease_activities(OTHER_APP, owner="o1", now=T0, until=at(30), limit=100)
+        assert len(held) == 10
+        # `busy` is leased elsewhere; `asleep` is suspended (waiting: not claimable).
+        assert await store.send(msg(busy, "wake"))
+        [elsewhere] = await store.lease_workflows(
+            APP, owner="other", now=T0, until=at(60), limit=1, instance_ids=[busy.instance_id]
+        )
+        assert await store.send(control(asleep, "suspend"))
+        [nap] = await store.lease_workflows(
+            APP, owner="o1", now=T0, until=at(5), limit=1, instance_ids=[asleep.instance_id]
+        )
+        await store.commit_workflow(nap, commit_for(nap, status=SUSPENDED), now=T0)
+        claim = Claim(owner="o1", until=at(30), slots={APP: 10}, now=at(1))
+        before = store._g.transactions
+        got = await asyncio.gather(*(store.complete_activity(a, _result(a), claim=claim) for a in held))
+        assert store._g.transactions - before < len(held)
+        won = [lease for lease in got if lease is not None]
+        by_key: dict[InstanceKey, list[str]] = {}
+        for lease in won:
+            assert lease.key not in by_key, "a parent was claimed twice"
+            by_key[lease.key] = sorted(i.event.eventRaised.name for i in lease.inbox)
+        # Each free parent is claimed once; the lease holds every result delivered with it,
+        # and those of a later transaction (if the results were split) wait in the collection.
+        assert set(by_key) == set(parents[:3])
+        await store.commit_workflow(elsewhere, commit_for(elsewhere), now=at(2))
+        for lease in won:
+            await store.commit_workflow(lease, commit_for(lease), now=at(2))
+        rest = await lease_all(store, now=at(3))
+        assert asleep not in rest
+        assert await store._d.inbox.count_documents({"instance_id": asleep.instance_id}) == 2
+        taken = {k: sorted(v) for k, v in by_key.items()}
+        for k, lease in rest.items():
+            taken.setdefault(k, []).extend(sorted(i.event.eventRaised.name for i in lease.inbox))
+        for p in parents[:4]:
+            assert sorted(taken[p]) == [f"{p.instance_id}-a{n}" for n in range(2)]

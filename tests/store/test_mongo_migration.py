@@ -1,7 +1,7 @@
 """The MongoDB store's schema version (store/mongo/schema.py): a database written by
-version 1 (no `meta`, one history document per event) is upgraded in place at open and
-its workflows in flight go on; a newer version is refused; a new database records its
-version. Needs a MongoDB (STORE_TEST_MONGOD=1)."""
+version 1 (no `meta`, one history document per event) or version 2 (no message counts) is
+upgraded in place at open and its workflows in flight go on; a newer version is refused; a
+new database records its version. Needs a MongoDB (STORE_TEST_MONGOD=1)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from backend.domain import events as ev
 from backend.domain.model import Gate, InstanceKey, Message
 from backend.errors import InvalidArgument
 from backend.store import open_store
+from backend.store.base import Claim
 from backend.store.mongo import MongoStore
 from backend.store.mongo.codec import micros
 from backend.store.mongo.schema import VERSION
@@ -29,6 +30,8 @@ from tests.store.test_contract import (
     at,
     commit_for,
     lease_all,
+    lease_one,
+    msg,
     new,
     raised,
     with_status,
@@ -192,3 +195,101 @@ async def test_a_newer_schema_version_is_refused_by_name(durable_url: str) -> No
     with pytest.raises(InvalidArgument, match=f"schema version {VERSION + 1}"):
         await store.open()
     await store.close()
+
+
+async def _write_version_2(url: str) -> None:
+    """What a version-2 server left behind: a running instance with two events waiting in
+    the inbox collection, one activity queued; no message counts on the instance."""
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(url)
+    try:
+        db = client[_database(url)]
+        await db.meta.insert_one({"_id": "schema", "version": 2})
+        state = with_status(new(KEY).state, RUNNING)
+        await db.instances.insert_one(
+            {
+                "app_id": KEY.app_id,
+                "instance_id": KEY.instance_id,
+                "status": int(RUNNING),
+                "created_at": micros(T0),
+                "state": state.SerializeToString(),
+                "history_len": 1,
+                "lease_owner": None,
+                "lease_token": None,
+                "lease_until": None,
+                "generation": 2,
+                "inbox_seq": 2,
+                "inbox_front": 0,
+                "propagated": None,
+                "name": "wf",
+                "by": "v2",
+            }
+        )
+        await db.history.insert_one(
+            {
+                **{"app_id": KEY.app_id, "instance_id": KEY.instance_id},
+                "seq": 0,
+                "end": 1,
+                "events": [ev.workflow_started(T0).SerializeToString()],
+            }
+        )
+        await db.inbox.insert_many(
+            [
+                {
+                    "_id": ObjectId(),
+                    "app_id": KEY.app_id,
+                    "instance_id": KEY.instance_id,
+                    "seq": n,
+                    "gate": int(Gate.EVENT),
+                    "visible_at": 0,
+                    "event": raised(name).SerializeToString(),
+                    "by": "v2",
+                }
+                for n, name in enumerate(["v2-a", "v2-b"])
+            ]
+        )
+        task = activity(KEY, "pending", task_id=1)
+        await db.activities.insert_one(
+            {
+                "_id": ObjectId(),
+                "app_id": task.app_id,
+                "parent_app": KEY.app_id,
+                "parent_id": KEY.instance_id,
+                "request": task.request.SerializeToString(),
+                "router": task.router.SerializeToString(),
+                "not_before": 0,
+                "lease_owner": None,
+                "lease_token": None,
+                "lease_until": None,
+                "by": "v2",
+            }
+        )
+    finally:
+        await client.close()
+
+
+async def test_version_2_messages_are_never_skipped_after_the_upgrade(durable_url: str) -> None:
+    """Version 2 kept no count of an instance's stored messages: after the upgrade its
+    claims read the collection whatever the count says, so a turn that takes one of its
+    two old events, a new event and a claimed result leave nothing behind."""
+    await _write_version_2(durable_url)
+    store = open_store(durable_url)
+    assert isinstance(store, MongoStore)
+    await store.open()
+    try:
+        assert store.schema_found == 2
+        lease = await lease_one(store, KEY, now=at(1))
+        assert [i.event.eventRaised.name for i in lease.inbox] == ["v2-a", "v2-b"]
+        await store.commit_workflow(
+            lease, commit_for(lease, history=[raised("took a")], consumed=[lease.inbox[0].id]), now=at(1)
+        )
+        assert await store.send(msg(KEY, "v3"))
+        [act] = await store.lease_activities(OTHER_APP, owner="w", now=at(2), until=at(30), limit=10)
+        won = await store.complete_activity(
+            act,
+            Message(target=KEY, event=raised("result")),
+            claim=Claim(owner="w", until=at(30), slots={APP: 1}, now=at(2)),
+        )
+        assert won is not None
+        assert [i.event.eventRaised.name for i in won.inbox] == ["v2-b", "v3", "result"]
+    finally:
+        await store.close()

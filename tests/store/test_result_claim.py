@@ -24,6 +24,7 @@ from tests.store.test_contract import (
     inbox_names,
     lease_all,
     lease_one,
+    new,
     not_leased,
     raised,
 )
@@ -117,3 +118,57 @@ async def test_result_claim_after_an_expired_lease(store: Store) -> None:
     assert inbox_names(lease) == ["wake", "taskCompleted", "taskCompleted"]
     with pytest.raises(LeaseLost):
         await store.commit_workflow(gone, commit_for(gone), now=at(6))
+
+
+async def test_a_lapsed_claim_leaves_the_result_to_the_next_round(store: Store) -> None:
+    """A claimant that dies before its turn commits loses nothing: once its lease expires,
+    a general round (of any owner) leases the parent with the result, which the operator
+    view counts as waiting meanwhile; the lapsed claimant's commit is refused."""
+    a1, a2 = await _leased_activities(store, "a1", "a2")
+    gone = await store.complete_activity(a1, result_of(a1, "one"), claim=claim(now=1))
+    assert gone is not None
+    assert await not_leased(store, KEY, now=at(30))  # its lease holds until at(31)
+    report = {w.app_id: w.items for w in await store.waiting_work(None, now=at(32))}
+    assert report.get(APP) == 1
+    lease = await lease_one(store, owner="w2", now=at(32))
+    assert inbox_names(lease) == ["taskCompleted"]
+    assert lease.inbox[0].event.taskCompleted.result.value == '"one"'
+    with pytest.raises(LeaseLost):
+        await store.commit_workflow(gone, commit_for(gone), now=at(32))
+    await store.commit_workflow(lease, commit_for(lease, history=[raised("took one")]), now=at(33))
+    # Consumed once: a later result finds a free parent with only itself to take.
+    nxt = await store.complete_activity(a2, result_of(a2, "two"), claim=claim(now=34))
+    assert nxt is not None
+    assert [i.event.taskCompleted.result.value for i in nxt.inbox] == ['"two"']
+
+
+async def test_an_abandoned_claim_gives_the_result_back(store: Store) -> None:
+    [a1] = await _leased_activities(store, "a1")
+    await store.send(Message(target=KEY, event=raised("before")))
+    won = await store.complete_activity(a1, result_of(a1, "one"), claim=claim(now=1))
+    assert won is not None and inbox_names(won) == ["before", "taskCompleted"]
+    await store.abandon_workflow(won, retry_at=None)
+    lease = await lease_one(store, owner="w2", now=at(2))
+    assert inbox_names(lease) == ["before", "taskCompleted"]  # in delivery order, as claimed
+    # The turn takes only the result; the event stays for the next one.
+    await store.commit_workflow(
+        lease, commit_for(lease, history=[raised("took")], consumed=[lease.inbox[1].id]), now=at(3)
+    )
+    nxt = await lease_one(store, owner="w3", now=at(4))
+    assert inbox_names(nxt) == ["before"]
+
+
+async def test_a_start_leased_at_creation_survives_its_claimant(store: Store) -> None:
+    """A new instance stored leased to a server that dies before the first turn: once the
+    lease expires, a general round leases it with its start message."""
+    lease = await store.create_instance(
+        new(KEY, now=at(0)),
+        replace_terminal=False,
+        claim=Claim(owner="gone", until=at(5), slots={APP: 1}, now=at(0)),
+    )
+    assert lease is not None and inbox_names(lease) == ["executionStarted"]
+    assert await not_leased(store, KEY, now=at(4))
+    again = await lease_one(store, owner="w2", now=at(6))
+    assert inbox_names(again) == ["executionStarted"] and again.history_len == 0
+    with pytest.raises(LeaseLost):
+        await store.commit_workflow(lease, commit_for(lease, history=[ev.workflow_started(at(1))]), now=at(6))

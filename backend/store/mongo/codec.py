@@ -83,6 +83,31 @@ def gates_for(status: int, control_only: bool) -> list[int] | None:
     return None
 
 
+# Messages held in the instance document (`inline`, store/mongo/inbox.py) are told apart from
+# those of the inbox collection by their InboxItem id: the ObjectId behind this prefix.
+INLINE_PREFIX = "~"
+# `inbox_n` (the instance's messages in the inbox collection) when it is not known exactly
+# (written before schema version 3, or after a commit dropped timers): counts stay above 0.
+UNKNOWN_COUNT = 1 << 40
+
+
+def inline_id(oid: ObjectId) -> str:
+    return INLINE_PREFIX + str(oid)
+
+
+def split_consumed(ids: list[str]) -> tuple[list[ObjectId], list[ObjectId]]:
+    """Consumed InboxItem ids as (inbox collection ObjectIds, inline ObjectIds)."""
+    stored: list[ObjectId] = []
+    inline: list[ObjectId] = []
+    for i in ids:
+        if i.startswith(INLINE_PREFIX):
+            if (oid := object_id(i[len(INLINE_PREFIX) :])) is not None:
+                inline.append(oid)
+        elif (oid := object_id(i)) is not None:
+            stored.append(oid)
+    return stored, inline
+
+
 def object_id(value: int | str) -> ObjectId | None:
     try:
         return ObjectId(value) if isinstance(value, str) else None

@@ -7,9 +7,16 @@ conflicts with the transaction and no message is left behind for an instance tha
 
 A delivery may carry a claim (an activity result on a server with a free slot for the
 parent's app, store.base.Store.complete_activity): the write that reserves the positions
-then also leases the target to the claimant if it is unleased and not waiting, and the
-target's inbox is read in the same transaction. That saves the separate claim (a majority
-write) and inbox read of the parent's next turn. The claim reads the transaction's snapshot,
+then also leases the target to the claimant if it is unleased and not waiting, and puts the
+messages in the instance document itself (`inline`) rather than the inbox collection: the
+same write returns them, and the next turn's commit removes them in its instance update.
+That saves the separate claim (a majority write), the message insert, the inbox read of the
+next turn and its delete. `inbox_n` counts the instance's messages in the collection, so that
+a claim that finds it 0 reads no more.
+
+Only a winning claim (or a new instance leased at its start) inlines: whoever holds an
+instance's lease is the only one who changes its `inline`, and inline messages are always
+due. If the lease lapses, a general round finds them (store/mongo/leases.py). The claim reads the transaction's snapshot,
 so it never decides on a commit that is not majority-committed (store/mongo/leases.py says
 why that matters); a concurrent claim or commit is a write conflict and the transaction runs
 again.
@@ -27,7 +34,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from backend.domain.model import InstanceKey, Message
 from backend.store.base import WorkflowLease
-from backend.store.mongo.codec import WAITING, Doc, key_filter, micros
+from backend.store.mongo.codec import UNKNOWN_COUNT, WAITING, Doc, key_filter, micros
 from backend.store.mongo.leases import read_inboxes
 
 
@@ -67,26 +74,53 @@ def _counts(batch: list[Message]) -> tuple[int, int]:
     return len(batch) - front, front
 
 
-def _claiming_update(back: int, front: int, claim: ClaimOnDelivery) -> list[Doc]:
-    """Reserve the positions and, if the instance is free and not waiting, lease it; an
-    update pipeline, so that both happen in the one findAndModify."""
+def inline_doc(doc: Doc) -> Doc:
+    """An inbox document as held in its instance's `inline` (the key and writer are the
+    instance's own)."""
+    return {k: doc[k] for k in ("_id", "seq", "gate", "visible_at", "event")}
+
+
+def _claiming_update(batch: list[Message], docs: list[Doc], claim: ClaimOnDelivery) -> list[Doc]:
+    """Reserve the positions and, if the instance is free and not waiting, lease it and hold
+    `docs` (the batch's messages, positions still to fill) inline; else count them as stored
+    in the collection. An update pipeline, so that it all happens in the one findAndModify;
+    each expression reads the document as it was before."""
+    back, front = _counts(batch)
     free = claim.wins_expression()
+    inline = {"$ifNull": ["$inline", []]}
+    stored = {"$ifNull": ["$inbox_n", UNKNOWN_COUNT]}
+    if front:  # never for results; kept general: such a batch is stored, not inlined
+        placed: list[Doc] = []
+    else:
+        placed = [
+            {
+                **inline_doc(d),
+                "seq": {"$add": [{"$ifNull": ["$inbox_seq", 0]}, n]},
+                "event": {"$literal": d["event"]},
+            }
+            for n, d in enumerate(docs)
+        ]
 
     def pick(then: object, name: str) -> Doc:
         return {"$cond": [free, then, f"${name}"]}
 
-    return [
-        {
-            "$set": {
-                "inbox_seq": {"$add": [{"$ifNull": ["$inbox_seq", 0]}, back]},
-                "inbox_front": {"$add": [{"$ifNull": ["$inbox_front", 0]}, -front]},
-                "lease_owner": pick({"$literal": claim.owner}, "lease_owner"),
-                "lease_token": pick({"$literal": claim.token}, "lease_token"),
-                "lease_until": pick(claim.until, "lease_until"),
-                "generation": pick({"$add": [{"$ifNull": ["$generation", 0]}, 1]}, "generation"),
-            }
+    fields: Doc = {
+        "inbox_seq": {"$add": [{"$ifNull": ["$inbox_seq", 0]}, back]},
+        "inbox_front": {"$add": [{"$ifNull": ["$inbox_front", 0]}, -front]},
+        "lease_owner": pick({"$literal": claim.owner}, "lease_owner"),
+        "lease_token": pick({"$literal": claim.token}, "lease_token"),
+        "lease_until": pick(claim.until, "lease_until"),
+        "generation": pick({"$add": [{"$ifNull": ["$generation", 0]}, 1]}, "generation"),
+    }
+    if placed:
+        fields |= {
+            "inline": {"$cond": [free, {"$concatArrays": [inline, placed]}, inline]},
+            "inline_n": {"$size": {"$cond": [free, {"$concatArrays": [inline, placed]}, inline]}},
+            "inbox_n": {"$cond": [free, stored, {"$add": [stored, len(batch)]}]},
         }
-    ]
+    else:
+        fields["inbox_n"] = {"$add": [stored, len(batch)]}
+    return [{"$set": fields}]
 
 
 class Inbox:
@@ -117,7 +151,8 @@ class Inbox:
                 if only_if_exists:
                     continue
                 raise AssertionError(f"{target} was just created but is missing")
-            docs.extend(self.message_docs(target, batch, before))
+            if target not in won:  # a won claim holds its messages inline
+                docs.extend(self.message_docs(target, batch, before))
         docs = (placed or []) + docs
         if docs:
             await self._db.inbox.insert_many(docs, ordered=True, session=s)
@@ -160,7 +195,8 @@ class Inbox:
         claims: Mapping[InstanceKey, ClaimOnDelivery],
     ) -> tuple[dict[InstanceKey, tuple[int, int]], dict[InstanceKey, Doc]]:
         """Reserve inbox positions: (inbox_seq, inbox_front) before the reservation, per
-        target that exists; and the instance documents of the targets claimed."""
+        target that exists; and the instance documents of the targets claimed (their
+        messages are then inline in them)."""
         instances = self._db.instances
         out: dict[InstanceKey, tuple[int, int]] = {}
         won: dict[InstanceKey, Doc] = {}
@@ -171,7 +207,7 @@ class Inbox:
                 if claim is None:
                     before = await instances.find_one_and_update(
                         key_filter(target),
-                        {"$inc": {"inbox_seq": back, "inbox_front": -front}},
+                        {"$inc": {"inbox_seq": back, "inbox_front": -front, "inbox_n": back + front}},
                         projection={"inbox_seq": 1, "inbox_front": 1, "_id": 0},
                         return_document=ReturnDocument.BEFORE,
                         session=s,
@@ -179,9 +215,10 @@ class Inbox:
                     if before is not None:
                         out[target] = (int(before.get("inbox_seq", 0)), int(before.get("inbox_front", 0)))
                     continue
+                docs = self.message_docs(target, batch, (0, 0))
                 after = await instances.find_one_and_update(
                     key_filter(target),
-                    _claiming_update(back, front, claim),
+                    _claiming_update(batch, docs, claim),
                     return_document=ReturnDocument.AFTER,
                     session=s,
                 )
@@ -202,14 +239,25 @@ class Inbox:
         updates: list[UpdateOne] = []
         async for d in rows:
             key = InstanceKey(d["app_id"], d["instance_id"])
-            out[key] = (int(d.get("inbox_seq", 0)), int(d.get("inbox_front", 0)))
-            back, front = _counts(by_target[key])
-            update: Doc = {"$inc": {"inbox_seq": back, "inbox_front": -front}}
+            batch = by_target[key]
+            positions = out[key] = (int(d.get("inbox_seq", 0)), int(d.get("inbox_front", 0)))
+            back, front = _counts(batch)
+            inc: Doc = {"inbox_seq": back, "inbox_front": -front}
+            update: Doc = {"$inc": inc}
             claim = claims.get(key)
-            if claim is not None and claim.wins(d):
+            if claim is not None and not front and claim.wins(d):
                 lease = {"lease_owner": claim.owner, "lease_token": claim.token, "lease_until": claim.until}
-                update = {"$inc": {**update["$inc"], "generation": 1}, "$set": lease}
-                won[key] = {**d, **lease}
+                inline = [inline_doc(m) for m in self.message_docs(key, batch, positions)]
+                inc |= {"generation": 1, "inline_n": len(inline)}
+                update |= {"$set": lease, "$push": {"inline": {"$each": inline}}}
+                won[key] = {
+                    **d,
+                    **lease,
+                    "inline": [*d.get("inline", []), *inline],
+                    "inbox_n": d.get("inbox_n", UNKNOWN_COUNT),
+                }
+            else:
+                inc["inbox_n"] = back + front
             updates.append(UpdateOne({"_id": d["_id"]}, update))
         if updates:
             await instances.bulk_write(updates, ordered=False, session=s)

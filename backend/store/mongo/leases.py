@@ -37,9 +37,11 @@ from backend.store.mongo.codec import (
     CONTROL,
     STALLED,
     START,
+    UNKNOWN_COUNT,
     WAITING,
     Doc,
     gates_for,
+    inline_id,
     key_filter,
     micros,
     unavailable,
@@ -116,11 +118,37 @@ class Leases:
             async with self._client.start_session(causal_consistency=True) as s:
                 inbox = self._db.inbox.with_options(read_concern=LOCAL)
                 candidates = [str(d["_id"]) async for d in await inbox.aggregate(pipeline, session=s)]
+                for iid in await self._inline_candidates(s, app_id, t, limit, control_only):
+                    if iid not in candidates:
+                        candidates.append(iid)
                 if limit > 0:
                     candidates = candidates[:limit]
                 return await self._claim_instances(
                     s, app_id, candidates, owner=owner, now=t, until=until_t, control_only=control_only
                 )
+
+    async def _inline_candidates(
+        self, s: AsyncClientSession, app_id: str, now: int, limit: int, control_only: bool
+    ) -> list[str]:
+        """Unleased instances holding eligible messages inline: left by a lease that lapsed
+        or was abandoned before its turn committed (store/mongo/inbox.py); a partial index
+        keeps this to the few instances that hold any."""
+        cursor = self._db.instances.with_options(read_concern=LOCAL).find(
+            {"app_id": app_id, "inline_n": {"$gt": 0}, **unleased(now)},
+            projection={"_id": 0, "instance_id": 1, "status": 1, "inline.gate": 1, "inline.visible_at": 1},
+            session=s,
+        )
+        if limit > 0:
+            cursor = cursor.limit(2 * limit)
+        found: list[str] = []
+        async for d in cursor:
+            gates = gates_for(int(d["status"]), control_only)
+            if any(
+                int(m["visible_at"]) <= now and (gates is None or int(m["gate"]) in gates)
+                for m in d.get("inline") or ()
+            ):
+                found.append(str(d["instance_id"]))
+        return found
 
     async def _named(
         self, app_id: str, ids: list[str], *, owner: str, now: int, until: int, control_only: bool
@@ -267,27 +295,30 @@ async def read_inboxes(
     control_only: bool,
 ) -> list[WorkflowLease]:
     """Leases for the claimed (instance ID, token, instance document) of one app: their eligible
-    messages, read in one query (after the claims: nobody else takes them now); claims left
-    with none are released."""
-    cursor = db.inbox.find(
-        {
-            "app_id": app_id,
-            "instance_id": {"$in": [iid for iid, _, _ in claimed]},
-            "visible_at": {"$lte": now},
-        },
-        projection={"instance_id": 1, "gate": 1, "event": 1},
-        session=s,
-    ).sort([("instance_id", ASCENDING), ("seq", ASCENDING)])
-    rows: dict[str, list[Doc]] = {}
-    async for d in cursor:
-        rows.setdefault(str(d["instance_id"]), []).append(d)
+    messages, those held inline and those of the inbox collection (read in one query, after
+    the claims: nobody else takes them now; none when `inbox_n` says there are none), in
+    position order; claims left with none are released."""
+    stored = [iid for iid, _, doc in claimed if doc.get("inbox_n", UNKNOWN_COUNT) != 0]
+    rows: dict[str, list[tuple[str, Doc]]] = {}
+    if stored:
+        cursor = db.inbox.find(
+            {"app_id": app_id, "instance_id": {"$in": stored}, "visible_at": {"$lte": now}},
+            projection={"instance_id": 1, "seq": 1, "gate": 1, "event": 1},
+            session=s,
+        ).sort([("instance_id", ASCENDING), ("seq", ASCENDING)])
+        async for d in cursor:
+            rows.setdefault(str(d["instance_id"]), []).append((str(d["_id"]), d))
     leases: list[WorkflowLease] = []
     empty: list[str] = []
     for iid, token, doc in claimed:
         gates = gates_for(int(doc["status"]), control_only)
+        held = [(inline_id(d["_id"]), d) for d in doc.get("inline") or () if int(d["visible_at"]) <= now]
+        found = rows.get(iid, [])
+        if held:
+            found = sorted([*found, *held], key=lambda pair: int(pair[1]["seq"]))
         inbox = [
-            InboxItem(id=str(d["_id"]), event=hpb.HistoryEvent.FromString(d["event"]))
-            for d in rows.get(iid, [])
+            InboxItem(id=item_id, event=hpb.HistoryEvent.FromString(d["event"]))
+            for item_id, d in found
             if gates is None or int(d["gate"]) in gates
         ]
         if not inbox:

@@ -205,6 +205,17 @@ async def waiting_work(db: AsyncDatabase[Doc], app_ids: frozenset[str] | None, n
                 )
                 due = from_micros(int(doc["visible_at"])).timestamp() if doc["visible_at"] else 0.0
                 add(app, 0, max(made, due) or None)
+        # Messages left inline by a lapsed lease (store/mongo/inbox.py): few, read whole.
+        async for d in db.instances.find(
+            {**_apps(app_ids), "inline_n": {"$gt": 0}, **unleased(now)},
+            projection={"app_id": 1, "status": 1, "inline": 1, "_id": 0},
+        ):
+            gates = gates_for(int(d["status"]), False)
+            for m in d.get("inline") or ():
+                if int(m["visible_at"]) <= now and (gates is None or int(m["gate"]) in gates):
+                    event = hpb.HistoryEvent.FromString(m["event"])
+                    stamped = event.timestamp.ToDatetime(tzinfo=UTC) if event.HasField("timestamp") else None
+                    add(str(d["app_id"]), 1, None if stamped is None else stamped.timestamp())
         cursor = await db.activities.aggregate(
             [
                 {"$match": {**_apps(app_ids), "not_before": {"$lte": now}, **unleased(now)}},

@@ -4,6 +4,9 @@
 Versions:
 1  (no `meta` document) history stored one document per event: {seq, event}.
 2  history stored per turn: {seq, end, events: [...]} holds positions [seq, end).
+3  messages may be held in the instance document (`inline`, `inline_n`; store/mongo/inbox.py),
+   and `inbox_n` counts an instance's messages in the inbox collection. Upgrading marks every
+   existing instance's count unknown (its claims read the collection, as before).
 
 An upgrade is idempotent, so servers starting together may all run it; servers of an
 older version must be stopped first (they do not know the new layout). A database
@@ -17,9 +20,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
 from backend.errors import InvalidArgument
-from backend.store.mongo.codec import Doc
+from backend.store.mongo.codec import UNKNOWN_COUNT, Doc
 
-VERSION = 2
+VERSION = 3
 SCHEMA_ID = "schema"
 _MISSING = (26, 27)  # NamespaceNotFound, IndexNotFound
 
@@ -42,6 +45,8 @@ async def prepare(db: AsyncDatabase[Doc]) -> int:
         # New, or written by version 1: the upgrade is a no-op on an empty database.
         found = 1 if await db.instances.find_one({}, projection={"_id": 1}) is not None else 0
         await _v1_to_v2(db)
+    if found < 3:
+        await _v2_to_v3(db)
     if found < VERSION:
         # $max: a server of a newer version that raced us never sees its version lowered.
         await db.meta.update_one({"_id": SCHEMA_ID}, {"$max": {"version": VERSION}}, upsert=True)
@@ -62,6 +67,13 @@ async def _v1_to_v2(db: AsyncDatabase[Doc]) -> None:
             raise
 
 
+async def _v2_to_v3(db: AsyncDatabase[Doc]) -> None:
+    """Instances written before version 3 have an unknown number of stored messages."""
+    await db.instances.update_many(
+        {"inbox_n": {"$exists": False}}, {"$set": {"inbox_n": UNKNOWN_COUNT, "inline": [], "inline_n": 0}}
+    )
+
+
 HISTORY_INDEXES = [
     IndexModel(
         [("app_id", ASCENDING), ("instance_id", ASCENDING), ("end", ASCENDING)], unique=True, name="key_end"
@@ -79,6 +91,12 @@ async def create_indexes(db: AsyncDatabase[Doc]) -> None:
             IndexModel([("app_id", a), ("status", a)], name="status"),
             IndexModel([("app_id", a), ("lease_until", a)], name="lease_until"),
             IndexModel([("lease_token", a)], name="lease_token"),
+            # The general round's search for messages left inline (store/mongo/leases.py).
+            IndexModel(
+                [("app_id", a), ("inline_n", a)],
+                name="inline",
+                partialFilterExpression={"inline_n": {"$gt": 0}},
+            ),
         ]
     )
     await db.history.create_indexes(HISTORY_INDEXES)

@@ -18,6 +18,9 @@ Collections (one document per item; nothing grows without bound):
               every claim and commit) and `inbox_seq`, the next inbox position
               (`inbox_front` counts down from 0 for messages sent ahead of the queue),
               and `propagated`, the history its parent shared with it (or null).
+              `inline` holds messages delivered to the instance together with its
+              lease (its start, a result whose claim won: store/mongo/inbox.py), with
+              `inline_n` their number; `inbox_n` counts its messages in `inbox`.
 * history     one per turn (store/mongo/writes.py: history_docs), holding positions
               [seq, end) as `events`, unique (app_id, instance_id, end).
 * meta        the schema version (store/mongo/schema.py).
@@ -225,7 +228,7 @@ class MongoStore(Store):
                     token=lease[1],
                     state=new.state,
                     history_len=0,
-                    inbox=[InboxItem(id=str(d["_id"]), event=new.start.event) for d in start.inbox],
+                    inbox=[InboxItem(id=i, event=new.start.event) for i in start.items],
                     propagated=new.propagated,
                 )
 

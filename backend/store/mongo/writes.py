@@ -22,8 +22,8 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from backend._proto import history_events_pb2 as hpb
 from backend.domain.model import InstanceKey, Message, NewInstance, WorkflowCommit, is_terminal
 from backend.store.base import ActivityLease, Claim
-from backend.store.mongo.codec import Doc, key_filter, micros, object_id
-from backend.store.mongo.inbox import ClaimOnDelivery, Delivery, Inbox
+from backend.store.mongo.codec import Doc, inline_id, key_filter, micros, split_consumed
+from backend.store.mongo.inbox import ClaimOnDelivery, Delivery, Inbox, inline_doc
 
 # A turn's events go into one history document unless they are this large together
 # (a document is at most 16 MB; a turn may carry many large payloads).
@@ -52,11 +52,13 @@ class Turn:
 
 @dataclass(frozen=True)
 class Start:
-    """A new instance to insert (DuplicateKeyError if it exists): its documents, made once."""
+    """A new instance to insert (DuplicateKeyError if it exists): its documents, made once;
+    `items`, the InboxItem ids of its start message (inline in `instance` when leased)."""
 
     key: InstanceKey
     instance: Doc
     inbox: list[Doc]
+    items: list[str]
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,11 @@ class Writes:
         start = [] if new.start is None else [new.start]
         front = sum(1 for m in start if m.front)
         owner, token, until = lease if lease is not None else (None, None, None)
+        docs = self.inbox.message_docs(new.key, start, (0, 0)) if start else []
+        # Leased to us: the start message rides inside the instance document (one insert, and
+        # the first turn's commit removes it in its instance update).
+        inline = [inline_doc(d) for d in docs] if lease is not None else []
+        stored = [] if lease is not None else docs
         instance = {
             **key_filter(new.key),
             "status": int(new.state.workflowStatus),
@@ -190,11 +197,15 @@ class Writes:
             "generation": generation,
             "inbox_seq": len(start) - front,
             "inbox_front": -front,
+            "inbox_n": len(stored),
+            "inline": inline,
+            "inline_n": len(inline),
             "propagated": None if new.propagated is None else new.propagated.SerializeToString(),
             "name": new.state.name,  # the operator listing's filter (store/mongo/queries.py)
             "by": self.stamp(),
         }
-        return Start(new.key, instance, self.inbox.message_docs(new.key, start, (0, 0)) if start else [])
+        items = [inline_id(d["_id"]) for d in inline] + [str(d["_id"]) for d in stored]
+        return Start(new.key, instance, stored, items)
 
     def _instance_update(self, turn: Turn) -> Doc:
         commit = turn.commit
@@ -213,7 +224,17 @@ class Writes:
             fields["propagated"] = (
                 None if commit.propagated is None else commit.propagated.SerializeToString()
             )
-        return {"$set": fields, "$inc": {"generation": 1}}
+        # The consumed messages leave: inline ones in this same update, the others' count here
+        # and their documents in the batch's inbox delete. Exact, because under our lease
+        # nobody else consumes or inlines messages of this instance.
+        stored, inline = split_consumed([str(i) for i in commit.consumed])
+        update: Doc = {"$set": fields, "$inc": {"generation": 1}}
+        if stored:
+            update["$inc"]["inbox_n"] = -len(stored)
+        if inline:
+            update["$inc"]["inline_n"] = -len(inline)
+            update["$pull"] = {"inline": {"_id": {"$in": inline}}}
+        return update
 
     async def apply(
         self,
@@ -271,8 +292,9 @@ class Writes:
             history.extend(
                 history_docs(key, 0 if commit.reset_history else t.history_len, commit.new_history)
             )
-            consumed.extend(oid for oid in (object_id(i) for i in commit.consumed) if oid is not None)
+            consumed.extend(split_consumed([str(i) for i in commit.consumed])[0])
             if commit.cancel_pending:
+                # Future timers only ever wait in the inbox collection (inline messages are due).
                 dropped.append({**k, "visible_at": {"$gt": micros(t.now)}})
                 cancelled.append({"parent_app": key.app_id, "parent_id": key.instance_id})
             for new in commit.new_instances:
@@ -287,9 +309,13 @@ class Writes:
             await self._history.insert_many(history, ordered=True, session=s)
         # One delete per collection for the whole batch; before the inserts below, which
         # they must not touch.
-        gone = ([{"_id": {"$in": consumed}}] if consumed else []) + dropped
-        if gone:
-            await self._inbox.delete_many(gone[0] if len(gone) == 1 else {"$or": gone}, session=s)
+        if consumed:
+            await self._inbox.delete_many({"_id": {"$in": consumed}}, session=s)
+        for gone in dropped:  # rare (an ending): one delete each, to keep `inbox_n` exact
+            n = (await self._inbox.delete_many(gone, session=s)).deleted_count
+            if n:
+                k = {"app_id": gone["app_id"], "instance_id": gone["instance_id"]}
+                await self._instances.update_one(k, {"$inc": {"inbox_n": -n}}, session=s)
         if cancelled:
             await self._activities.delete_many(
                 cancelled[0] if len(cancelled) == 1 else {"$or": cancelled}, session=s
