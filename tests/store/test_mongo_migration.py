@@ -282,6 +282,9 @@ async def test_version_2_messages_are_never_skipped_after_the_upgrade(durable_ur
         await store.commit_workflow(
             lease, commit_for(lease, history=[raised("took a")], consumed=[lease.inbox[0].id]), now=at(1)
         )
+        # The history version 2 stored and the turn's new part (held inline) read as one.
+        assert [ev.kind(e) for e in await store.get_history(KEY)] == ["workflowStarted", "eventRaised"]
+        assert [e.eventRaised.name for e in await store.get_history(KEY, 1)] == ["took a"]
         assert await store.send(msg(KEY, "v3"))
         [act] = await store.lease_activities(OTHER_APP, owner="w", now=at(2), until=at(30), limit=10)
         won = await store.complete_activity(

@@ -131,6 +131,9 @@ class GroupCommit:
                 raise
 
     async def _commit(self, batch: list[_Item]) -> None:
+        if len(batch) == 1 and isinstance(batch[0].work, Start) and not batch[0].work.inbox:
+            await self._insert_alone(batch[0], batch[0].work)
+            return
         try:
             try:
                 delivery = await self._once(batch, lambda s: self._apply(s, batch))
@@ -159,6 +162,18 @@ class GroupCommit:
                 _settle(item, None, Committed(lease=delivery.leases.get(item.work.claim.token)))
             else:
                 _settle(item, None)
+
+    async def _insert_alone(self, item: _Item, start: Start) -> None:
+        """A new instance alone in its batch whose start message it holds itself: one
+        document, so one (majority) insert is atomic without a transaction."""
+        try:
+            with unavailable():
+                await self._db.instances.insert_one(start.instance)
+        except Exception as err:  # a duplicate key: the caller decides (replace or refuse)
+            _settle(item, err)
+            return
+        self.transactions += 1
+        _settle(item, None)
 
     async def _without_existing(self, batch: list[_Item], key_error: DuplicateKeyError) -> bool:
         """New instances that exist get the duplicate key error; the rest commit together.

@@ -35,7 +35,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from backend.domain.model import InstanceKey, Message
 from backend.store.base import WorkflowLease
 from backend.store.mongo.codec import UNKNOWN_COUNT, WAITING, Doc, key_filter, micros
-from backend.store.mongo.leases import read_inboxes
+from backend.store.mongo.leases import NO_HISTORY, read_inboxes
 
 
 @dataclass(frozen=True)
@@ -80,47 +80,45 @@ def inline_doc(doc: Doc) -> Doc:
     return {k: doc[k] for k in ("_id", "seq", "gate", "visible_at", "event")}
 
 
-def _claiming_update(batch: list[Message], docs: list[Doc], claim: ClaimOnDelivery) -> list[Doc]:
-    """Reserve the positions and, if the instance is free and not waiting, lease it and hold
-    `docs` (the batch's messages, positions still to fill) inline; else count them as stored
-    in the collection. An update pipeline, so that it all happens in the one findAndModify;
-    each expression reads the document as it was before."""
-    back, front = _counts(batch)
+def _claiming_update(docs: list[Doc], claim: ClaimOnDelivery) -> list[Doc]:
+    """Reserve the positions of `docs` (messages placed at the back; their `seq` filled here)
+    and, if the instance is free and not waiting, lease it and hold them inline; else count
+    them as stored in the collection. An update pipeline, so that it all happens in the one
+    findAndModify; each expression reads the document as it was before."""
     free = claim.wins_expression()
     inline = {"$ifNull": ["$inline", []]}
-    stored = {"$ifNull": ["$inbox_n", UNKNOWN_COUNT]}
-    if front:  # never for results; kept general: such a batch is stored, not inlined
-        placed: list[Doc] = []
-    else:
-        placed = [
-            {
-                **inline_doc(d),
-                "seq": {"$add": [{"$ifNull": ["$inbox_seq", 0]}, n]},
-                "event": {"$literal": d["event"]},
-            }
-            for n, d in enumerate(docs)
+    held = {
+        "$concatArrays": [
+            inline,
+            [
+                {
+                    **inline_doc(d),
+                    "seq": {"$add": [{"$ifNull": ["$inbox_seq", 0]}, n]},
+                    "event": {"$literal": d["event"]},
+                }
+                for n, d in enumerate(docs)
+            ],
         ]
+    }
+    stored = {"$ifNull": ["$inbox_n", UNKNOWN_COUNT]}
 
     def pick(then: object, name: str) -> Doc:
         return {"$cond": [free, then, f"${name}"]}
 
-    fields: Doc = {
-        "inbox_seq": {"$add": [{"$ifNull": ["$inbox_seq", 0]}, back]},
-        "inbox_front": {"$add": [{"$ifNull": ["$inbox_front", 0]}, -front]},
-        "lease_owner": pick({"$literal": claim.owner}, "lease_owner"),
-        "lease_token": pick({"$literal": claim.token}, "lease_token"),
-        "lease_until": pick(claim.until, "lease_until"),
-        "generation": pick({"$add": [{"$ifNull": ["$generation", 0]}, 1]}, "generation"),
-    }
-    if placed:
-        fields |= {
-            "inline": {"$cond": [free, {"$concatArrays": [inline, placed]}, inline]},
-            "inline_n": {"$size": {"$cond": [free, {"$concatArrays": [inline, placed]}, inline]}},
-            "inbox_n": {"$cond": [free, stored, {"$add": [stored, len(batch)]}]},
+    return [
+        {
+            "$set": {
+                "inbox_seq": {"$add": [{"$ifNull": ["$inbox_seq", 0]}, len(docs)]},
+                "lease_owner": pick({"$literal": claim.owner}, "lease_owner"),
+                "lease_token": pick({"$literal": claim.token}, "lease_token"),
+                "lease_until": pick(claim.until, "lease_until"),
+                "generation": pick({"$add": [{"$ifNull": ["$generation", 0]}, 1]}, "generation"),
+                "inline": {"$cond": [free, held, inline]},
+                "inline_n": {"$size": {"$cond": [free, held, inline]}},
+                "inbox_n": {"$cond": [free, stored, {"$add": [stored, len(docs)]}]},
+            }
         }
-    else:
-        fields["inbox_n"] = {"$add": [stored, len(batch)]}
-    return [{"$set": fields}]
+    ]
 
 
 class Inbox:
@@ -203,7 +201,7 @@ class Inbox:
         if len(by_target) < 3:  # one round trip per target
             for target, batch in by_target.items():
                 back, front = _counts(batch)
-                claim = claims.get(target)
+                claim = claims.get(target) if not front else None  # results are never sent ahead
                 if claim is None:
                     before = await instances.find_one_and_update(
                         key_filter(target),
@@ -218,12 +216,13 @@ class Inbox:
                 docs = self.message_docs(target, batch, (0, 0))
                 after = await instances.find_one_and_update(
                     key_filter(target),
-                    _claiming_update(batch, docs, claim),
+                    _claiming_update(docs, claim),
                     return_document=ReturnDocument.AFTER,
+                    projection=NO_HISTORY,
                     session=s,
                 )
                 if after is not None:
-                    out[target] = (int(after["inbox_seq"]) - back, int(after["inbox_front"]) + front)
+                    out[target] = (int(after["inbox_seq"]) - back, int(after.get("inbox_front", 0)))
                     if after.get("lease_token") == claim.token:
                         won[target] = after
             return out, won
@@ -231,7 +230,7 @@ class Inbox:
         # transaction's snapshot makes the pair atomic (a concurrent change is a write conflict).
         rows = instances.find(
             {"$or": [key_filter(t) for t in by_target]},
-            projection=None
+            projection=NO_HISTORY
             if claims
             else {"_id": 1, "app_id": 1, "instance_id": 1, "inbox_seq": 1, "inbox_front": 1},
             session=s,

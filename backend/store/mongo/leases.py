@@ -50,6 +50,7 @@ from backend.store.mongo.codec import (
 
 CLAIM_MAX_MS = 1000  # how long a lease claim may wait on a locked instance document
 LOCAL = ReadConcern("local")
+NO_HISTORY = {"hist": 0}  # a claimed instance document, without the history it holds
 
 
 class Leases:
@@ -213,6 +214,7 @@ class Leases:
                     f,
                     {"$set": {**lease, "lease_token": token}, **bump},
                     return_document=ReturnDocument.AFTER,
+                    projection=NO_HISTORY,
                     session=s,
                     maxTimeMS=CLAIM_MAX_MS,
                 )
@@ -236,7 +238,12 @@ class Leases:
             if not e.timeout:
                 raise
             locked = True
-        won = [d async for d in collection.find({"lease_token": {"$in": list(claims)}}, session=s)]
+        won = [
+            d
+            async for d in collection.find(
+                {"lease_token": {"$in": list(claims)}}, projection=NO_HISTORY, session=s
+            )
+        ]
         if locked:  # the rest one by one, each skipping a locked document on its own
             taken = {str(d["lease_token"]) for d in won}
             for token, f in claims.items():

@@ -4,9 +4,11 @@
 Versions:
 1  (no `meta` document) history stored one document per event: {seq, event}.
 2  history stored per turn: {seq, end, events: [...]} holds positions [seq, end).
-3  messages may be held in the instance document (`inline`, `inline_n`; store/mongo/inbox.py),
-   and `inbox_n` counts an instance's messages in the inbox collection. Upgrading marks every
-   existing instance's count unknown (its claims read the collection, as before).
+3  messages (`inline`, `inline_n`; store/mongo/inbox.py) and small early turns' history
+   (`hist`; store/mongo/history.py) may be held in the instance document; `inbox_n` counts an
+   instance's messages in the inbox collection, `hist_stored` says it has history there.
+   Upgrading marks every existing instance's count unknown and its history stored (its reads
+   go to the collections, as before).
 
 An upgrade is idempotent, so servers starting together may all run it; servers of an
 older version must be stopped first (they do not know the new layout). A database
@@ -68,9 +70,11 @@ async def _v1_to_v2(db: AsyncDatabase[Doc]) -> None:
 
 
 async def _v2_to_v3(db: AsyncDatabase[Doc]) -> None:
-    """Instances written before version 3 have an unknown number of stored messages."""
+    """Instances written before version 3 have an unknown number of stored messages and all
+    their history stored."""
     await db.instances.update_many(
-        {"inbox_n": {"$exists": False}}, {"$set": {"inbox_n": UNKNOWN_COUNT, "inline": [], "inline_n": 0}}
+        {"inbox_n": {"$exists": False}},
+        {"$set": {"inbox_n": UNKNOWN_COUNT, "inline": [], "inline_n": 0, "hist": [], "hist_stored": True}},
     )
 
 

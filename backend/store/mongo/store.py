@@ -21,8 +21,10 @@ Collections (one document per item; nothing grows without bound):
               `inline` holds messages delivered to the instance together with its
               lease (its start, a result whose claim won: store/mongo/inbox.py), with
               `inline_n` their number; `inbox_n` counts its messages in `inbox`.
-* history     one per turn (store/mongo/writes.py: history_docs), holding positions
-              [seq, end) as `events`, unique (app_id, instance_id, end).
+* history     one per turn (store/mongo/history.py), holding positions [seq, end)
+              as `events`, unique (app_id, instance_id, end); small early turns are
+              held in the instance document instead (`hist`, with `hist_stored`
+              telling whether any chunk is in the collection).
 * meta        the schema version (store/mongo/schema.py).
 
 Turn commits and activity results share transactions (store/mongo/batch.py).
@@ -76,7 +78,7 @@ from backend.store.base import (
     WaitingWork,
     WorkflowLease,
 )
-from backend.store.mongo import queries, schema
+from backend.store.mongo import history, queries, schema
 from backend.store.mongo.batch import GroupCommit
 from backend.store.mongo.codec import (
     DUPLICATE_RETRIES,
@@ -251,16 +253,9 @@ class MongoStore(Store):
         return None if doc is None else opb.WorkflowState.FromString(doc["state"])
 
     async def get_history(self, key: InstanceKey, start: int = 0) -> list[hpb.HistoryEvent]:
+        assert self._client is not None, "store is not open"
         with unavailable():
-            # The chunks holding positions >= start; the first may begin before it.
-            cursor = self._history.find(
-                {**key_filter(key), "end": {"$gt": start}}, projection={"_id": 0, "seq": 1, "events": 1}
-            ).sort("end", ASCENDING)
-            events: list[hpb.HistoryEvent] = []
-            async for d in cursor:
-                skip = max(0, start - int(d["seq"]))
-                events.extend(hpb.HistoryEvent.FromString(e) for e in d["events"][skip:])
-            return events
+            return await history.read(self._client, self._d, key, start)
 
     async def list_instance_ids(self, app_id: str, *, after: str | None, limit: int) -> list[str]:
         if limit == 0:

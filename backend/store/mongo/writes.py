@@ -19,16 +19,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from backend._proto import history_events_pb2 as hpb
 from backend.domain.model import InstanceKey, Message, NewInstance, WorkflowCommit, is_terminal
 from backend.store.base import ActivityLease, Claim
 from backend.store.mongo.codec import Doc, inline_id, key_filter, micros, split_consumed
+from backend.store.mongo.history import history_docs, inline_chunk
 from backend.store.mongo.inbox import ClaimOnDelivery, Delivery, Inbox, inline_doc
-
-# A turn's events go into one history document unless they are this large together
-# (a document is at most 16 MB; a turn may carry many large payloads).
-CHUNK_BYTES = 4 * 1024 * 1024
-
 
 DUPLICATE_KEY = 11000  # mongod's error code
 
@@ -77,28 +72,6 @@ class Result:
     token: str
     message: Message
     claim: ClaimOnDelivery | None = None
-
-
-def history_docs(key: InstanceKey, start: int, events: Sequence[hpb.HistoryEvent]) -> list[Doc]:
-    """A turn's events as few documents as fit: each holds positions [seq, end)."""
-    docs: list[Doc] = []
-    chunk: list[bytes] = []
-    size = 0
-    for event in events:
-        data = event.SerializeToString()
-        if chunk and size + len(data) > CHUNK_BYTES:
-            docs.append(_chunk(key, start, chunk))
-            start += len(chunk)
-            chunk, size = [], 0
-        chunk.append(data)
-        size += len(data)
-    if chunk:
-        docs.append(_chunk(key, start, chunk))
-    return docs
-
-
-def _chunk(key: InstanceKey, start: int, events: list[bytes]) -> Doc:
-    return {**key_filter(key), "seq": start, "end": start + len(events), "events": events}
 
 
 def activity_docs(
@@ -200,6 +173,8 @@ class Writes:
             "inbox_n": len(stored),
             "inline": inline,
             "inline_n": len(inline),
+            "hist": [],
+            "hist_stored": False,
             "propagated": None if new.propagated is None else new.propagated.SerializeToString(),
             "name": new.state.name,  # the operator listing's filter (store/mongo/queries.py)
             "by": self.stamp(),
@@ -207,7 +182,9 @@ class Writes:
         items = [inline_id(d["_id"]) for d in inline] + [str(d["_id"]) for d in stored]
         return Start(new.key, instance, stored, items)
 
-    def _instance_update(self, turn: Turn) -> Doc:
+    def _instance_update(self, turn: Turn, chunks: list[Doc]) -> Doc:
+        """The fenced update of a committed instance; `chunks`, its turn's history, held
+        inline here if store/mongo/history.py's rule lets it (then emptied)."""
         commit = turn.commit
         added = len(commit.new_history)
         fields: Doc = {
@@ -228,7 +205,16 @@ class Writes:
         # and their documents in the batch's inbox delete. Exact, because under our lease
         # nobody else consumes or inlines messages of this instance.
         stored, inline = split_consumed([str(i) for i in commit.consumed])
+        held = inline_chunk(chunks) if chunks else None
+        if held is not None:
+            chunks.clear()
+        if commit.reset_history:
+            fields |= {"hist": [] if held is None else [held], "hist_stored": held is None and bool(chunks)}
+        elif chunks:
+            fields["hist_stored"] = True
         update: Doc = {"$set": fields, "$inc": {"generation": 1}}
+        if held is not None and not commit.reset_history:
+            update["$push"] = {"hist": held}
         if stored:
             update["$inc"]["inbox_n"] = -len(stored)
         if inline:
@@ -252,13 +238,18 @@ class Writes:
         them on a competing claim conflicts with this transaction. If any fence fails,
         FenceMismatch aborts the whole batch (the caller finds which and runs the rest);
         the result is the same as applying the items one by one in order."""
+        # Each turn's history chunks; those held inline leave the list in _instance_update.
+        chunks = [
+            history_docs(t.commit.key, 0 if t.commit.reset_history else t.history_len, t.commit.new_history)
+            for t in turns
+        ]
         if turns:
             updates = [
                 UpdateOne(
                     {**key_filter(t.commit.key), **({} if t.fence is None else {"lease_token": t.fence})},
-                    self._instance_update(t),
+                    self._instance_update(t, c),
                 )
-                for t in turns
+                for t, c in zip(turns, chunks, strict=True)
             ]
             done = await self._instances.bulk_write(updates, ordered=False, session=s)
             if done.matched_count != len(turns):
@@ -284,14 +275,12 @@ class Writes:
         cancelled: list[Doc] = []  # their queued activities
         messages: list[Message] = []
         activities: list[Doc] = []
-        for t in turns:
+        for t, stored in zip(turns, chunks, strict=True):
             commit, key = t.commit, t.commit.key
             k = key_filter(key)
             if commit.reset_history:
                 await self._history.delete_many(k, session=s)
-            history.extend(
-                history_docs(key, 0 if commit.reset_history else t.history_len, commit.new_history)
-            )
+            history.extend(stored)
             consumed.extend(split_consumed([str(i) for i in commit.consumed])[0])
             if commit.cancel_pending:
                 # Future timers only ever wait in the inbox collection (inline messages are due).
