@@ -14,6 +14,7 @@ from backend.errors import AlreadyExists, LeaseLost
 from backend.store import open_store
 from backend.store.base import ActivityLease, Change, Claim
 from backend.store.mongo import MongoStore
+from backend.store.mongo.inbox import INLINE_MESSAGE_BYTES
 from tests.store.conftest import _mongodb_params
 from tests.store.test_contract import (
     APP,
@@ -27,6 +28,7 @@ from tests.store.test_contract import (
     control,
     inbox_names,
     lease_all,
+    lease_one,
     msg,
     new,
     raised,
@@ -358,3 +360,42 @@ async def test_results_with_claims_for_many_parents_in_one_batch(durable_url: st
             taken.setdefault(k, []).extend(sorted(i.event.eventRaised.name for i in lease.inbox))
         for p in parents[:4]:
             assert sorted(taken[p]) == [f"{p.instance_id}-a{n}" for n in range(2)]
+
+
+async def test_only_small_deliveries_are_held_inline_and_never_two(durable_url: str) -> None:
+    """A large result (or start) is stored in the inbox collection and its claim takes
+    nothing; a claim never wins an instance still holding a lapsed lease's inline messages
+    (the instance document stays far from MongoDB's 16 MB limit)."""
+    key = InstanceKey(APP, "caps")
+    claim = Claim(owner="o1", until=at(30), slots={APP: 1}, now=T0)
+    big = "x" * (INLINE_MESSAGE_BYTES + 1)
+    async with mongo(durable_url) as store:
+        db = store._d
+        lease = await store.create_instance(new(key, input_=big), replace_terminal=False, claim=claim)
+        assert lease is not None and inbox_names(lease) == ["executionStarted"]
+        assert await db.inbox.count_documents({"instance_id": "caps"}) == 1
+        tasks = [activity(key, n, task_id=i) for i, n in enumerate(["a", "b", "c"])]
+        await store.commit_workflow(lease, commit_for(lease, activities=tasks), now=T0)
+        acts = await store.lease_activities(OTHER_APP, owner="o1", now=T0, until=at(30), limit=10)
+        by_name = {a.task.request.name: a for a in acts}
+        large = Message(target=key, event=raised(big))
+        assert await store.complete_activity(by_name["a"], large, claim=claim) is None
+        assert await db.inbox.count_documents({"instance_id": "caps"}) == 1
+        [took] = await store.lease_workflows(
+            APP, owner="o1", now=T0, until=at(5), limit=1, instance_ids=["caps"]
+        )
+        await store.commit_workflow(took, commit_for(took), now=T0)
+        # A small result's claim wins and holds it inline; its lease lapses unused.
+        lapsed = await store.complete_activity(
+            by_name["b"],
+            _result(by_name["b"]),
+            claim=Claim(owner="o1", until=at(2), slots={APP: 1}, now=at(1)),
+        )
+        assert lapsed is not None
+        later = Claim(owner="o2", until=at(40), slots={APP: 1}, now=at(3))
+        assert await store.complete_activity(by_name["c"], _result(by_name["c"]), claim=later) is None
+        doc = await db.instances.find_one({"instance_id": "caps"})
+        assert doc is not None and [d["_id"] for d in doc["inline"]] and doc["inline_n"] == 1
+        # Both reach the next turn, in delivery order.
+        nxt = await lease_one(store, key, owner="o3", now=at(4))
+        assert inbox_names(nxt) == ["b", "c"]

@@ -5,7 +5,7 @@ A small turn near the start of an instance's history is held in the instance doc
 write to the history collection at all, saving one insert per turn. Every other chunk goes
 to the `history` collection, and `hist_stored` says the instance has some there. The rule
 depends only on the turn (its positions and size), and bounds the inline part to
-INLINE_EVENTS chunks of at most INLINE_TURN_BYTES (1 MB), far below a document's 16 MB.
+INLINE_EVENTS chunks of at most INLINE_TURN_BYTES (512 KB) next to the instance's state.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from backend.store.mongo.codec import Doc, key_filter
 # (a document is at most 16 MB; a turn may carry many large payloads).
 CHUNK_BYTES = 4 * 1024 * 1024
 INLINE_EVENTS = 64  # only positions below this may be held inline
-INLINE_TURN_BYTES = 16 * 1024  # and only turns this small
+INLINE_TURN_BYTES = 8 * 1024  # and only turns this small
 
 
 def history_docs(key: InstanceKey, start: int, events: Sequence[hpb.HistoryEvent]) -> list[Doc]:

@@ -37,6 +37,10 @@ from backend.store.base import WorkflowLease
 from backend.store.mongo.codec import UNKNOWN_COUNT, WAITING, Doc, key_filter, micros
 from backend.store.mongo.leases import NO_HISTORY, read_inboxes
 
+# A delivery held inline is at most this large (the instance document also holds the state,
+# up to three payloads, and its early history: store/mongo/history.py).
+INLINE_MESSAGE_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True)
 class ClaimOnDelivery:
@@ -47,10 +51,16 @@ class ClaimOnDelivery:
     until: int
     now: int
 
-    # The one rule, in two forms: free at `now` (no lease, or it expired) and not waiting.
+    # The one rule, in two forms: free at `now` (no lease, or it expired), not waiting, and
+    # holding nothing inline (left by a lease that lapsed: the claim by key that follows a
+    # lost claim takes it), so that at most one delivery is ever held inline.
     def wins(self, doc: Doc) -> bool:
         """Whether the claim takes an instance document as read in the transaction."""
-        return int(doc.get("lease_until") or 0) < self.now and int(doc["status"]) not in WAITING
+        return (
+            int(doc.get("lease_until") or 0) < self.now
+            and int(doc["status"]) not in WAITING
+            and not doc.get("inline")
+        )
 
     def wins_expression(self) -> Doc:
         """`wins` as an aggregation expression over the document being updated."""
@@ -58,8 +68,14 @@ class ClaimOnDelivery:
             "$and": [
                 {"$lt": [{"$ifNull": ["$lease_until", 0]}, self.now]},
                 {"$not": [{"$in": ["$status", WAITING]}]},
+                {"$eq": [{"$size": {"$ifNull": ["$inline", []]}}, 0]},
             ]
         }
+
+
+def inlinable(batch: list[Message]) -> bool:
+    """Whether a delivery may be held in its instance's document: small, and placed at the back."""
+    return not any(m.front for m in batch) and sum(m.event.ByteSize() for m in batch) <= INLINE_MESSAGE_BYTES
 
 
 @dataclass
@@ -201,7 +217,7 @@ class Inbox:
         if len(by_target) < 3:  # one round trip per target
             for target, batch in by_target.items():
                 back, front = _counts(batch)
-                claim = claims.get(target) if not front else None  # results are never sent ahead
+                claim = claims.get(target) if inlinable(batch) else None
                 if claim is None:
                     before = await instances.find_one_and_update(
                         key_filter(target),
@@ -244,7 +260,7 @@ class Inbox:
             inc: Doc = {"inbox_seq": back, "inbox_front": -front}
             update: Doc = {"$inc": inc}
             claim = claims.get(key)
-            if claim is not None and not front and claim.wins(d):
+            if claim is not None and inlinable(batch) and claim.wins(d):
                 lease = {"lease_owner": claim.owner, "lease_token": claim.token, "lease_until": claim.until}
                 inline = [inline_doc(m) for m in self.message_docs(key, batch, positions)]
                 inc |= {"generation": 1, "inline_n": len(inline)}

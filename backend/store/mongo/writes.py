@@ -23,7 +23,7 @@ from backend.domain.model import InstanceKey, Message, NewInstance, WorkflowComm
 from backend.store.base import ActivityLease, Claim
 from backend.store.mongo.codec import Doc, inline_id, key_filter, micros, split_consumed
 from backend.store.mongo.history import history_docs, inline_chunk
-from backend.store.mongo.inbox import ClaimOnDelivery, Delivery, Inbox, inline_doc
+from backend.store.mongo.inbox import ClaimOnDelivery, Delivery, Inbox, inlinable, inline_doc
 
 DUPLICATE_KEY = 11000  # mongod's error code
 
@@ -156,8 +156,9 @@ class Writes:
         docs = self.inbox.message_docs(new.key, start, (0, 0)) if start else []
         # Leased to us: the start message rides inside the instance document (one insert, and
         # the first turn's commit removes it in its instance update).
-        inline = [inline_doc(d) for d in docs] if lease is not None else []
-        stored = [] if lease is not None else docs
+        held = lease is not None and inlinable(start)
+        inline = [inline_doc(d) for d in docs] if held else []
+        stored = [] if held else docs
         instance = {
             **key_filter(new.key),
             "status": int(new.state.workflowStatus),
