@@ -163,6 +163,7 @@ def load_instances(db: Any, app_id: str, instance_ids: Iterable[str] | None = No
     if instance_ids is not None:
         filt["instance_id"] = {"$in": list(instance_ids)}
     out: dict[str, Stored] = {}
+    chunks: dict[str, list[dict[str, Any]]] = {}
     for doc in db.instances.find(filt, {"state": 0}):
         out[doc["instance_id"]] = Stored(
             app_id=app_id,
@@ -170,15 +171,20 @@ def load_instances(db: Any, app_id: str, instance_ids: Iterable[str] | None = No
             status=int(doc["status"]),
             history_len=int(doc.get("history_len", 0)),
         )
-    for doc in db.history.find(filt).sort([("instance_id", 1), ("seq", 1)]):
-        inst = out.get(doc["instance_id"])
-        if inst is None:  # history for an instance that has no instance document
-            inst = out[doc["instance_id"]] = Stored(app_id, doc["instance_id"], -1, -1)
-        # One event per document, or a turn's events in one document holding [seq, end).
-        raw = doc["events"] if "events" in doc else [doc["event"]]
-        for i, data in enumerate(raw):
-            inst.seqs.append(int(doc["seq"]) + i)
-            inst.events.append(hpb.HistoryEvent.FromString(data))
+        # Small early turns are held in the instance document (store/mongo/history.py).
+        chunks[doc["instance_id"]] = list(doc.get("hist") or [])
+    for doc in db.history.find(filt):
+        if doc["instance_id"] not in out:  # history for an instance that has no instance document
+            out[doc["instance_id"]] = Stored(app_id, doc["instance_id"], -1, -1)
+        chunks.setdefault(doc["instance_id"], []).append(doc)
+    for iid, found in chunks.items():
+        inst = out[iid]
+        for doc in sorted(found, key=lambda d: int(d["seq"])):
+            # One event per document, or a turn's events in one document holding [seq, end).
+            raw = doc["events"] if "events" in doc else [doc["event"]]
+            for i, data in enumerate(raw):
+                inst.seqs.append(int(doc["seq"]) + i)
+                inst.events.append(hpb.HistoryEvent.FromString(data))
     return out
 
 
@@ -311,7 +317,7 @@ def unfinished_report(db: Any, app_id: str, instance_ids: list[str], limit: int 
                 if m.get("visible_at")
                 else "visible_at=0"
             )
-            for m in db.inbox.find(key, {"event": 0}).sort("seq", 1)
+            for m in sorted([*db.inbox.find(key, {"event": 0}), *d.get("inline", [])], key=lambda m: m["seq"])
         ]
         acts = [
             f"owner={a.get('lease_owner')} until={a.get('lease_until')}"

@@ -146,6 +146,8 @@ def test_replicas_take_over_from_a_sigkilled_server_again_and_again(mongodb_base
     assert not wrong, f"{len(wrong)} workflows did not complete right:\n" + "\n".join(wrong[:5])
     assert_exactly_once(instances, ids, EXPECTED, "chain workflow")
     assert db.inbox.count_documents({}) == 0, list(db.inbox.find({}, {"event": 0}).limit(5))
+    held = {"inline.0": {"$exists": True}}  # messages held in instance documents
+    assert db.instances.count_documents(held) == 0, list(db.instances.find(held, {"inline": 1}).limit(5))
     assert db.activities.count_documents({}) == 0, list(db.activities.find({}, {"request": 0}).limit(5))
 
     rows = read_counts(count_file)

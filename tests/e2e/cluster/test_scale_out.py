@@ -128,6 +128,8 @@ def test_two_orders_replicas_and_a_payments_server_share_one_database(mongodb_ba
     assert db.instances.count_documents({"app_id": "orders"}) == N, "unexpected extra orders instances"
     # Nothing left behind: no message or activity still queued.
     assert db.inbox.count_documents({}) == 0, list(db.inbox.find({}, {"event": 0}).limit(5))
+    held = {"inline.0": {"$exists": True}}  # messages held in instance documents
+    assert db.instances.count_documents(held) == 0, list(db.instances.find(held, {"inline": 1}).limit(5))
     assert db.activities.count_documents({}) == 0, list(db.activities.find({}, {"request": 0}).limit(5))
 
     # ---- every activity ran (at least once), on the app it belongs to
