@@ -11,7 +11,6 @@ import grpc
 
 from backend import limits
 from backend._proto import admin_pb2_grpc as agrpc
-from backend._proto import orchestrator_service_pb2_grpc as sgrpc
 from backend.admin.access import operator_check
 from backend.admin.service import AdminServicer
 from backend.config import Config
@@ -23,6 +22,7 @@ from backend.security.interceptor import IdentityInterceptor
 from backend.security.tls import ReloadingCredentials
 from backend.service import undecodable
 from backend.service.admission import RequestBudget
+from backend.service.registration import add_sidecar_service
 from backend.service.servicer import SidecarServicer
 from backend.store import open_store
 from backend.telemetry import metrics, tracing
@@ -82,7 +82,7 @@ class Server:
                     )
                 ],
             )
-            sgrpc.add_TaskHubSidecarServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+            add_sidecar_service(servicer, server)
             await self.health.add_to(server, listener.apps)  # grpc.health.v1 and reflection
             # The operator queries (backend/admin): everything is visible on an unsecured loopback listener.
             admin = AdminServicer(

@@ -10,11 +10,12 @@ is extended in place after each commit.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from backend._proto import history_events_pb2 as hpb
 from backend.domain.model import InstanceKey
 from backend.domain.state import RuntimeState
+from backend.engine.encoded import EventEncodings
 
 
 @dataclass
@@ -22,6 +23,8 @@ class Entry:
     execution_id: str
     events: list[hpb.HistoryEvent]
     state: RuntimeState  # folded over exactly `events`
+    # Their wire encodings (engine/encoded.py): brought up to `events` when a turn loads.
+    encoded: EventEncodings = field(default_factory=EventEncodings)
 
 
 class HistoryCache:
@@ -42,13 +45,15 @@ class HistoryCache:
         return entry
 
     def put(self, key: InstanceKey, entry: Entry) -> None:
-        if self._max <= 0 or entry.state.size > self._max_bytes:
+        # The events and their encodings: about twice the history's encoded size.
+        cost = 2 * entry.state.size
+        if self._max <= 0 or cost > self._max_bytes:
             self.drop(key)
             return
         self.drop(key)
         self._entries[key] = entry
-        self._sizes[key] = entry.state.size
-        self.bytes += entry.state.size
+        self._sizes[key] = cost
+        self.bytes += cost
         while len(self._entries) > self._max or self.bytes > self._max_bytes:
             oldest, _ = self._entries.popitem(last=False)
             self.bytes -= self._sizes.pop(oldest, 0)

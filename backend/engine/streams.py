@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend._proto import orchestrator_service_pb2 as spb
+from backend.engine.encoded import EncodedItem
 from backend.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 
 log = logging.getLogger("backend.streams")
@@ -32,7 +33,7 @@ class WorkerStream:
     stateful: bool  # WORKER_CAPABILITY_STATEFUL_HISTORY
     health_ping: bool
     id: int = 0
-    queue: asyncio.Queue[spb.WorkItem | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[spb.WorkItem | EncodedItem | None] = field(default_factory=asyncio.Queue)
     workflows: int = 0  # in flight
     activities: int = 0
     warm: dict[str, int] = field(default_factory=dict)  # instance id -> events the worker caches
@@ -203,7 +204,7 @@ class StreamHub:
     def send(
         self,
         stream: WorkerStream,
-        item: spb.WorkItem,
+        item: spb.WorkItem | EncodedItem,
         *,
         kind: str,
         instance_id: str,

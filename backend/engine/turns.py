@@ -31,6 +31,7 @@ from backend.domain.model import InboxItem, InstanceKey, WorkflowCommit, is_term
 from backend.domain.state import RuntimeState
 from backend.domain.turn import Mode, plan, turn_started, workflow_request
 from backend.engine import backoff
+from backend.engine.encoded import EncodedItem, EventEncodings
 from backend.engine.handover import HandOver
 from backend.engine.history_cache import Entry, HistoryCache
 from backend.engine.notify import Notifier
@@ -61,8 +62,11 @@ class WorkflowTurns:
         self._strikes: Strikes[InstanceKey] = Strikes()
         self._max_send = config.max_send_bytes
 
-    async def _load(self, lease: WorkflowLease) -> tuple[list[hpb.HistoryEvent], RuntimeState]:
-        """The committed history and its folded state, both private copies."""
+    async def _load(
+        self, lease: WorkflowLease
+    ) -> tuple[list[hpb.HistoryEvent], RuntimeState, EventEncodings]:
+        """The committed history and its folded state, both private copies, and the history's
+        encodings (shared: only ever extended, so the first len(history) stay these)."""
         execution_id = lease.state.executionId.value
         entry = self._cache.get(lease.key, execution_id, lease.history_len)
         if entry is None:
@@ -75,16 +79,17 @@ class WorkflowTurns:
             entry.events.extend(tail)
             for event in tail:
                 entry.state.add(event)
+        entry.encoded.sync(entry.events)
         # Copies: a turn adopted right after this one committed may load while this one
         # still extends its own view (engine/handover.py); the cache holds whole entries.
-        return list(entry.events), entry.state.clone()
+        return list(entry.events), entry.state.clone(), entry.encoded
 
     async def run(self, lease: WorkflowLease) -> None:
         key = lease.key
         logs.bind(instance_id=key.instance_id, app_id=key.app_id, work_item="workflow", token=lease.token)
         metrics.turn_leased(lease)
         try:
-            history, state = await self._load(lease)
+            history, state, encoded = await self._load(lease)
             turn = plan(state, lease.inbox)
             now = utcnow()
             ctx = applier.TurnContext(
@@ -108,7 +113,7 @@ class WorkflowTurns:
             elif turn.mode in (Mode.DROP, Mode.RECORD):
                 commit = applier.record(ctx, state, turn.batch)
             else:
-                worker_commit = await self._on_worker(lease, ctx, state, history, turn.batch)
+                worker_commit = await self._on_worker(lease, ctx, state, history, encoded, turn.batch)
                 if worker_commit is None:
                     return
                 commit = worker_commit
@@ -192,7 +197,7 @@ class WorkflowTurns:
         """The server ends the execution as FAILED with the reason; the leased inbox (which may
         hold what could not be applied) is consumed with it."""
         try:
-            past, state = await self._load(lease)
+            past, state, _ = await self._load(lease)
             ctx = self._context(lease, state)
             commit = endings.fail(ctx, state, [], details)
             await self._commit(lease, commit, now=ctx.now)
@@ -228,8 +233,12 @@ class WorkflowTurns:
             self._cache.drop(key)
         else:
             history.extend(commit.new_history)
+            execution_id = commit.state.executionId.value
+            before = self._cache.get(key, execution_id, len(history))
+            # The encodings go on with the history (the next load encodes just the new events).
+            encoded = before.encoded if before is not None else EventEncodings()
             self._cache.put(
-                key, Entry(execution_id=commit.state.executionId.value, events=history, state=state)
+                key, Entry(execution_id=execution_id, events=history, state=state, encoded=encoded)
             )
         self._notifier.changed(key, commit.state)
 
@@ -307,6 +316,7 @@ class WorkflowTurns:
         ctx: applier.TurnContext,
         state: RuntimeState,
         history: list[hpb.HistoryEvent],
+        encoded: EventEncodings,
         batch: list[InboxItem],
     ) -> WorkflowCommit | None:
         key = lease.key
@@ -320,18 +330,19 @@ class WorkflowTurns:
         cached = stream.warm.get(key.instance_id, 0) if stream.stateful else 0
         if cached > len(history):
             cached = 0
-        request = workflow_request(key.instance_id, state.execution_id, history, new_events, cached=cached)
+        # The request without its past events, which follow as their cached encodings.
+        request = workflow_request(key.instance_id, state.execution_id, [], new_events, cached=cached)
         if lease.propagated is not None:
             request.propagatedHistory.CopyFrom(lease.propagated)
         log.debug(
             "dispatch workflow instance=%s app=%s past=%d new=%d cached=%s",
             key.instance_id,
             key.app_id,
-            len(request.pastEvents),
+            len(history) - cached,
             len(new_events),
             cached or "none",
         )
-        item = spb.WorkItem(workflowRequest=request)
+        item = EncodedItem(request, encoded.between(cached, len(history)))
         size = item.ByteSize()
         if size > self._max_send:
             # Never put on a stream what gRPC cannot send: it would tear the stream down.

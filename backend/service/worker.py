@@ -15,6 +15,7 @@ from google.protobuf import empty_pb2
 
 from backend._proto import orchestrator_service_pb2 as spb
 from backend.domain import failures
+from backend.engine.encoded import EncodedItem
 from backend.engine.streams import StreamHub
 from backend.security.interceptor import caller
 from backend.service.status import Ctx, grpc_errors
@@ -31,7 +32,7 @@ class WorkerRpcs:
 
     async def GetWorkItems(
         self, request: spb.GetWorkItemsRequest, context: Ctx
-    ) -> AsyncIterator[spb.WorkItem]:
+    ) -> AsyncIterator[spb.WorkItem | EncodedItem]:
         # The stream receives work of the app its credentials proved, and no other.
         async with grpc_errors(context, "GetWorkItems"):
             stream = self._hub.connect(caller(), list(request.capabilities))
