@@ -307,9 +307,24 @@ async def test_claimed_messages_are_held_in_the_instance_document(durable_url: s
         won = await store.complete_activity(act, _result(act), claim=claim)
         assert won is not None and inbox_names(won) == ["a"]
         assert await db.inbox.count_documents({"instance_id": "inline"}) == 0
-        await store.commit_workflow(won, commit_for(won, status=COMPLETED), now=at(1))
+        # A turn that writes only its instance document (its history and messages held
+        # there) commits as that one update: no transaction. A new instance likewise.
+        before = await _committed_transactions(store)
+        await store.commit_workflow(
+            won, commit_for(won, status=COMPLETED, history=[raised("end")]), now=at(1)
+        )
+        await store.create_instance(new(InstanceKey(APP, "inline-2")), replace_terminal=False, claim=claim)
+        assert await _committed_transactions(store) == before
         doc = await db.instances.find_one({"instance_id": "inline"})
         assert doc is not None and doc["inline"] == [] and doc["inbox_n"] == 0
+        assert [e.eventRaised.name for e in await store.get_history(key)] == ["end"]
+        with pytest.raises(LeaseLost):  # the update is fenced like any commit
+            await store.commit_workflow(won, commit_for(won, status=COMPLETED), now=at(1))
+
+
+async def _committed_transactions(store: MongoStore) -> int:
+    status = await store._d.client.admin.command("serverStatus")
+    return int(status["transactions"]["totalCommitted"])
 
 
 async def test_results_with_claims_for_many_parents_in_one_batch(durable_url: str) -> None:

@@ -131,8 +131,7 @@ class GroupCommit:
                 raise
 
     async def _commit(self, batch: list[_Item]) -> None:
-        if len(batch) == 1 and isinstance(batch[0].work, Start) and not batch[0].work.inbox:
-            await self._insert_alone(batch[0], batch[0].work)
+        if len(batch) == 1 and await self._alone(batch[0]):
             return
         try:
             try:
@@ -163,17 +162,32 @@ class GroupCommit:
             else:
                 _settle(item, None)
 
-    async def _insert_alone(self, item: _Item, start: Start) -> None:
-        """A new instance alone in its batch whose start message it holds itself: one
-        document, so one (majority) insert is atomic without a transaction."""
+    async def _alone(self, item: _Item) -> bool:
+        """Commit an item alone in its batch that writes one document, as that one (majority)
+        write, atomic without a transaction: a new instance holding its start message, or a
+        turn that changes only its instance. False if the item writes more."""
+        work = item.work
         try:
             with unavailable():
-                await self._db.instances.insert_one(start.instance)
-        except Exception as err:  # a duplicate key: the caller decides (replace or refuse)
+                if isinstance(work, Start) and not work.inbox:
+                    # A duplicate key reaches the caller, who decides (replace or refuse).
+                    await self._db.instances.insert_one(work.instance)
+                elif isinstance(work, Turn) and (update := self._writes.lone_update(work)) is not None:
+                    fence = {} if work.fence is None else {"lease_token": work.fence}
+                    done = await self._db.instances.update_one(
+                        {**key_filter(work.commit.key), **fence}, update
+                    )
+                    if done.matched_count != 1:
+                        _settle(item, LeaseLost(_lost_message(work)))
+                        return True
+                else:
+                    return False
+        except Exception as err:
             _settle(item, err)
-            return
+            return True
         self.transactions += 1
         _settle(item, None)
+        return True
 
     async def _without_existing(self, batch: list[_Item], key_error: DuplicateKeyError) -> bool:
         """New instances that exist get the duplicate key error; the rest commit together.

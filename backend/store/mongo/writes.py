@@ -223,6 +223,19 @@ class Writes:
             update["$pull"] = {"inline": {"_id": {"$in": inline}}}
         return update
 
+    def lone_update(self, turn: Turn) -> Doc | None:
+        """The turn's whole commit as one update of its instance document, if it writes
+        nothing else (no stored history or messages, no activities or new instances): as a
+        single-document write it is atomic without a transaction. Most last turns are."""
+        commit = turn.commit
+        if commit.reset_history or commit.cancel_pending or commit.new_instances or commit.messages:
+            return None
+        if commit.activities or split_consumed([str(i) for i in commit.consumed])[0]:
+            return None
+        chunks = history_docs(commit.key, turn.history_len, commit.new_history)
+        update = self._instance_update(turn, chunks)
+        return None if chunks else update  # chunks left: history to store in the collection
+
     async def apply(
         self,
         s: AsyncClientSession,
