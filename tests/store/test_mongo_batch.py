@@ -206,17 +206,25 @@ async def test_change_feed_leaves_out_our_own_writes(durable_url: str) -> None:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _parents_with_leased_activities(
+    store: MongoStore, parents: list[InstanceKey], each: int
+) -> list[ActivityLease]:
+    """Each parent running with `each` activities (named <parent>-a<n>), all leased to o1."""
+    for p in parents:
+        await store.create_instance(new(p), replace_terminal=False)
+    leases = await lease_all(store, now=T0)
+    for p in parents:
+        acts = [activity(p, f"{p.instance_id}-a{n}", task_id=n) for n in range(each)]
+        await store.commit_workflow(leases[p], commit_for(leases[p], activities=acts), now=T0)
+    held = await store.lease_activities(OTHER_APP, owner="o1", now=T0, until=at(30), limit=100)
+    assert len(held) == each * len(parents)
+    return held
+
+
 async def test_results_for_many_parents_in_one_batch_keep_each_inbox_in_order(durable_url: str) -> None:
     parents = [InstanceKey(APP, f"p{n}") for n in range(6)]
     async with mongo(durable_url) as store:
-        for p in parents:
-            await store.create_instance(new(p), replace_terminal=False)
-        leases = await lease_all(store, now=T0)
-        for p in parents:
-            acts = [activity(p, f"{p.instance_id}-a{n}", task_id=n) for n in range(3)]
-            await store.commit_workflow(leases[p], commit_for(leases[p], activities=acts), now=T0)
-        held = await store.lease_activities(OTHER_APP, owner="o1", now=T0, until=at(30), limit=100)
-        assert len(held) == 18
+        held = await _parents_with_leased_activities(store, parents, 3)
         before = store._g.transactions
         await asyncio.gather(
             *(
@@ -334,14 +342,7 @@ async def test_results_with_claims_for_many_parents_in_one_batch(durable_url: st
     parents = [InstanceKey(APP, f"c{n}") for n in range(5)]
     busy, asleep = parents[3], parents[4]
     async with mongo(durable_url) as store:
-        for p in parents:
-            await store.create_instance(new(p), replace_terminal=False)
-        leases = await lease_all(store, now=T0)
-        for p in parents:
-            acts = [activity(p, f"{p.instance_id}-a{n}", task_id=n) for n in range(2)]
-            await store.commit_workflow(leases[p], commit_for(leases[p], activities=acts), now=T0)
-        held = await store.lease_activities(OTHER_APP, owner="o1", now=T0, until=at(30), limit=100)
-        assert len(held) == 10
+        held = await _parents_with_leased_activities(store, parents, 2)
         # `busy` is leased elsewhere; `asleep` is suspended (waiting: not claimable).
         assert await store.send(msg(busy, "wake"))
         [elsewhere] = await store.lease_workflows(

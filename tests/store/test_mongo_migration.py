@@ -46,6 +46,39 @@ def _database(url: str) -> str:
     return urlsplit(url).path.lstrip("/")
 
 
+def _running_instance(*, history_len: int) -> dict[str, object]:
+    """KEY's instance document as versions 1 and 2 stored it: running, unleased."""
+    return {
+        "app_id": KEY.app_id,
+        "instance_id": KEY.instance_id,
+        "status": int(RUNNING),
+        "created_at": micros(T0),
+        "state": with_status(new(KEY).state, RUNNING).SerializeToString(),
+        "history_len": history_len,
+        "lease_owner": None,
+        "lease_token": None,
+        "lease_until": None,
+        "generation": 2,
+    }
+
+
+def _queued_activity() -> dict[str, object]:
+    """An unleased activity of KEY, as versions 1 and 2 stored it."""
+    task = activity(KEY, "pending", task_id=1)
+    return {
+        "_id": ObjectId(),
+        "app_id": task.app_id,
+        "parent_app": KEY.app_id,
+        "parent_id": KEY.instance_id,
+        "request": task.request.SerializeToString(),
+        "router": task.router.SerializeToString(),
+        "not_before": 0,
+        "lease_owner": None,
+        "lease_token": None,
+        "lease_until": None,
+    }
+
+
 async def _write_version_1(url: str) -> None:
     """What a version-1 server left behind: an instance that ran one turn (two events,
     one activity scheduled and one already answered), in that version's layout."""
@@ -56,20 +89,9 @@ async def _write_version_1(url: str) -> None:
         await db.history.create_indexes(
             [IndexModel([("app_id", a), ("instance_id", a), ("seq", a)], unique=True, name="key_seq")]
         )
-        start = new(KEY)
-        state = with_status(start.state, RUNNING)
         await db.instances.insert_one(
             {
-                "app_id": KEY.app_id,
-                "instance_id": KEY.instance_id,
-                "status": int(RUNNING),
-                "created_at": micros(T0),
-                "state": state.SerializeToString(),
-                "history_len": 2,
-                "lease_owner": None,
-                "lease_token": None,
-                "lease_until": None,
-                "generation": 2,
+                **_running_instance(history_len=2),
                 "inbox_seq": 1,
                 "propagated": None,
             }
@@ -96,21 +118,7 @@ async def _write_version_1(url: str) -> None:
                 "event": raised("v1-result").SerializeToString(),
             }
         )
-        task = activity(KEY, "pending", task_id=1)
-        await db.activities.insert_one(
-            {
-                "_id": ObjectId(),
-                "app_id": task.app_id,
-                "parent_app": KEY.app_id,
-                "parent_id": KEY.instance_id,
-                "request": task.request.SerializeToString(),
-                "router": task.router.SerializeToString(),
-                "not_before": 0,
-                "lease_owner": None,
-                "lease_token": None,
-                "lease_until": None,
-            }
-        )
+        await db.activities.insert_one(_queued_activity())
     finally:
         await client.close()
 
@@ -204,19 +212,9 @@ async def _write_version_2(url: str) -> None:
     try:
         db = client[_database(url)]
         await db.meta.insert_one({"_id": "schema", "version": 2})
-        state = with_status(new(KEY).state, RUNNING)
         await db.instances.insert_one(
             {
-                "app_id": KEY.app_id,
-                "instance_id": KEY.instance_id,
-                "status": int(RUNNING),
-                "created_at": micros(T0),
-                "state": state.SerializeToString(),
-                "history_len": 1,
-                "lease_owner": None,
-                "lease_token": None,
-                "lease_until": None,
-                "generation": 2,
+                **_running_instance(history_len=1),
                 "inbox_seq": 2,
                 "inbox_front": 0,
                 "propagated": None,
@@ -247,22 +245,7 @@ async def _write_version_2(url: str) -> None:
                 for n, name in enumerate(["v2-a", "v2-b"])
             ]
         )
-        task = activity(KEY, "pending", task_id=1)
-        await db.activities.insert_one(
-            {
-                "_id": ObjectId(),
-                "app_id": task.app_id,
-                "parent_app": KEY.app_id,
-                "parent_id": KEY.instance_id,
-                "request": task.request.SerializeToString(),
-                "router": task.router.SerializeToString(),
-                "not_before": 0,
-                "lease_owner": None,
-                "lease_token": None,
-                "lease_until": None,
-                "by": "v2",
-            }
-        )
+        await db.activities.insert_one({**_queued_activity(), "by": "v2"})
     finally:
         await client.close()
 
