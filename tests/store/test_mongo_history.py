@@ -66,3 +66,23 @@ async def test_a_workflow_that_stays_small_never_writes_the_history_collection(d
         assert [e.eventRaised.name for e in await store.get_history(KEY)] == ["fresh"]
         doc = await db.instances.find_one({"instance_id": "hist"})
         assert doc is not None and [(c["seq"], c["end"]) for c in doc["hist"]] == [(0, 1)]
+
+
+async def test_a_read_torn_by_a_commit_returns_a_prefix(durable_url: str) -> None:
+    """The instance document and the history collection are read one after the other; a chunk
+    the instance document did not yet know of (a commit in between) never leaves a hole."""
+    async with mongo(durable_url) as store:
+        db = store._d
+        await store.create_instance(new(KEY), replace_terminal=False)
+        events = [e.SerializeToString() for e in named("a", "b", "c", "d")]
+        # As if read between two commits: [0, 2) inline, [3, 4) stored, [2, 3) not seen.
+        await db.instances.update_one(
+            {"instance_id": "hist"},
+            {"$set": {"hist": [{"seq": 0, "end": 2, "events": events[:2]}], "hist_stored": True}},
+        )
+        await db.history.insert_one(
+            {"app_id": APP, "instance_id": "hist", "seq": 3, "end": 4, "events": events[3:]}
+        )
+        assert [e.eventRaised.name for e in await store.get_history(KEY)] == ["a", "b"]
+        assert [e.eventRaised.name for e in await store.get_history(KEY, 1)] == ["b"]
+        assert await store.get_history(KEY, 2) == []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pymongo import ASCENDING, AsyncMongoClient
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from backend._proto import history_events_pb2 as hpb
@@ -58,27 +58,28 @@ def inline_chunk(docs: list[Doc]) -> Doc | None:
     return {"seq": d["seq"], "end": d["end"], "events": d["events"]}
 
 
-async def read(
-    client: AsyncMongoClient[Doc], db: AsyncDatabase[Doc], key: InstanceKey, start: int
-) -> list[hpb.HistoryEvent]:
-    """Events from position `start` on: the inline chunks and, if it has any, the stored
-    ones, read from one snapshot (a commit between the two reads is not half seen)."""
+async def read(db: AsyncDatabase[Doc], key: InstanceKey, start: int) -> list[hpb.HistoryEvent]:
+    """Events from position `start` on: the inline chunks and, if it has any, the stored ones,
+    with the store's own read concern (majority, or local under `durability=local`). A commit
+    landing between the two reads can leave a gap; the history is cut at the first gap, so a
+    read returns a prefix of the history, as an earlier read would have."""
     k = key_filter(key)
-    async with client.start_session(snapshot=True) as s:
-        doc = await db.instances.find_one(k, projection={"_id": 0, "hist": 1, "hist_stored": 1}, session=s)
-        if doc is None:
-            return []
-        chunks: list[Doc] = [c for c in doc.get("hist") or () if int(c["end"]) > start]
-        if doc.get("hist_stored", True):  # written before schema 3: all in the collection
-            cursor = db.history.find(
-                {**k, "end": {"$gt": start}},
-                projection={"_id": 0, "seq": 1, "end": 1, "events": 1},
-                session=s,
-            ).sort("end", ASCENDING)
-            chunks.extend([d async for d in cursor])
-            chunks.sort(key=lambda c: int(c["seq"]))
+    doc = await db.instances.find_one(k, projection={"_id": 0, "hist": 1, "hist_stored": 1})
+    if doc is None:
+        return []
+    chunks: list[Doc] = [c for c in doc.get("hist") or () if int(c["end"]) > start]
+    if doc.get("hist_stored", True):  # written before schema 3: all in the collection
+        cursor = db.history.find(
+            {**k, "end": {"$gt": start}}, projection={"_id": 0, "seq": 1, "end": 1, "events": 1}
+        ).sort("end", ASCENDING)
+        chunks.extend([d async for d in cursor])
+        chunks.sort(key=lambda c: int(c["seq"]))
     events: list[hpb.HistoryEvent] = []
+    at = start
     for c in chunks:
-        skip = max(0, start - int(c["seq"]))
+        if int(c["seq"]) > at:
+            break  # a gap: what follows was committed after the instance document was read
+        skip = at - int(c["seq"])
         events.extend(hpb.HistoryEvent.FromString(e) for e in c["events"][skip:])
+        at = max(at, int(c["end"]))
     return events

@@ -253,9 +253,8 @@ class MongoStore(Store):
         return None if doc is None else opb.WorkflowState.FromString(doc["state"])
 
     async def get_history(self, key: InstanceKey, start: int = 0) -> list[hpb.HistoryEvent]:
-        assert self._client is not None, "store is not open"
         with unavailable():
-            return await history.read(self._client, self._d, key, start)
+            return await history.read(self._d, key, start)
 
     async def list_instance_ids(self, app_id: str, *, after: str | None, limit: int) -> list[str]:
         if limit == 0:
