@@ -6,6 +6,7 @@ round trip as the first write of each kind."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import uuid
 from collections.abc import Sequence
@@ -43,6 +44,26 @@ class Turn:
     # The activity documents to insert, made once (ids and claimed leases stay the same
     # when the transaction is retried); None: made from the commit, none leased.
     activities: list[Doc] | None = None
+
+    @functools.cached_property
+    def placed(self) -> Placed:
+        """Where this commit's history and consumed messages are, worked out once (a retried
+        transaction, or a lone update that turns out not to be one, reuses it)."""
+        commit = self.commit
+        docs = history_docs(commit.key, 0 if commit.reset_history else self.history_len, commit.new_history)
+        held = inline_chunk(docs) if docs else None
+        stored, inline = split_consumed([str(i) for i in commit.consumed])
+        return Placed(
+            held=held, history=[] if held is not None else docs, consumed=stored, consumed_inline=inline
+        )
+
+
+@dataclass(frozen=True)
+class Placed:
+    held: Doc | None  # the turn's history as one chunk held in the instance document
+    history: list[Doc]  # or as documents of the history collection
+    consumed: list[ObjectId]  # consumed messages of the inbox collection
+    consumed_inline: list[ObjectId]  # and those held in the instance document
 
 
 @dataclass(frozen=True)
@@ -183,10 +204,11 @@ class Writes:
         items = [inline_id(d["_id"]) for d in inline] + [str(d["_id"]) for d in stored]
         return Start(new.key, instance, stored, items)
 
-    def _instance_update(self, turn: Turn, chunks: list[Doc]) -> Doc:
-        """The fenced update of a committed instance; `chunks`, its turn's history, held
-        inline here if store/mongo/history.py's rule lets it (then emptied)."""
+    def _instance_update(self, turn: Turn) -> Doc:
+        """The fenced update of a committed instance, with its turn's history if held inline
+        (store/mongo/history.py) and its consumed messages."""
         commit = turn.commit
+        placed = turn.placed
         added = len(commit.new_history)
         fields: Doc = {
             "status": int(commit.state.workflowStatus),
@@ -202,25 +224,23 @@ class Writes:
             fields["propagated"] = (
                 None if commit.propagated is None else commit.propagated.SerializeToString()
             )
+            fields |= {
+                "hist": [] if placed.held is None else [placed.held],
+                "hist_stored": bool(placed.history),
+            }
+        elif placed.history:
+            fields["hist_stored"] = True
+        update: Doc = {"$set": fields, "$inc": {"generation": 1}}
+        if placed.held is not None and not commit.reset_history:
+            update["$push"] = {"hist": placed.held}
         # The consumed messages leave: inline ones in this same update, the others' count here
         # and their documents in the batch's inbox delete. Exact, because under our lease
         # nobody else consumes or inlines messages of this instance.
-        stored, inline = split_consumed([str(i) for i in commit.consumed])
-        held = inline_chunk(chunks) if chunks else None
-        if held is not None:
-            chunks.clear()
-        if commit.reset_history:
-            fields |= {"hist": [] if held is None else [held], "hist_stored": held is None and bool(chunks)}
-        elif chunks:
-            fields["hist_stored"] = True
-        update: Doc = {"$set": fields, "$inc": {"generation": 1}}
-        if held is not None and not commit.reset_history:
-            update["$push"] = {"hist": held}
-        if stored:
-            update["$inc"]["inbox_n"] = -len(stored)
-        if inline:
-            update["$inc"]["inline_n"] = -len(inline)
-            update["$pull"] = {"inline": {"_id": {"$in": inline}}}
+        if placed.consumed:
+            update["$inc"]["inbox_n"] = -len(placed.consumed)
+        if placed.consumed_inline:
+            update["$inc"]["inline_n"] = -len(placed.consumed_inline)
+            update["$pull"] = {"inline": {"_id": {"$in": placed.consumed_inline}}}
         return update
 
     def lone_update(self, turn: Turn) -> Doc | None:
@@ -230,11 +250,9 @@ class Writes:
         commit = turn.commit
         if commit.reset_history or commit.cancel_pending or commit.new_instances or commit.messages:
             return None
-        if commit.activities or split_consumed([str(i) for i in commit.consumed])[0]:
+        if commit.activities or turn.placed.consumed or turn.placed.history:
             return None
-        chunks = history_docs(commit.key, turn.history_len, commit.new_history)
-        update = self._instance_update(turn, chunks)
-        return None if chunks else update  # chunks left: history to store in the collection
+        return self._instance_update(turn)
 
     async def apply(
         self,
@@ -252,18 +270,13 @@ class Writes:
         them on a competing claim conflicts with this transaction. If any fence fails,
         FenceMismatch aborts the whole batch (the caller finds which and runs the rest);
         the result is the same as applying the items one by one in order."""
-        # Each turn's history chunks; those held inline leave the list in _instance_update.
-        chunks = [
-            history_docs(t.commit.key, 0 if t.commit.reset_history else t.history_len, t.commit.new_history)
-            for t in turns
-        ]
         if turns:
             updates = [
                 UpdateOne(
                     {**key_filter(t.commit.key), **({} if t.fence is None else {"lease_token": t.fence})},
-                    self._instance_update(t, c),
+                    self._instance_update(t),
                 )
-                for t, c in zip(turns, chunks, strict=True)
+                for t in turns
             ]
             done = await self._instances.bulk_write(updates, ordered=False, session=s)
             if done.matched_count != len(turns):
@@ -289,13 +302,13 @@ class Writes:
         cancelled: list[Doc] = []  # their queued activities
         messages: list[Message] = []
         activities: list[Doc] = []
-        for t, stored in zip(turns, chunks, strict=True):
+        for t in turns:
             commit, key = t.commit, t.commit.key
             k = key_filter(key)
             if commit.reset_history:
                 await self._history.delete_many(k, session=s)
-            history.extend(stored)
-            consumed.extend(split_consumed([str(i) for i in commit.consumed])[0])
+            history.extend(t.placed.history)
+            consumed.extend(t.placed.consumed)
             if commit.cancel_pending:
                 # Future timers only ever wait in the inbox collection (inline messages are due).
                 dropped.append({**k, "visible_at": {"$gt": micros(t.now)}})
