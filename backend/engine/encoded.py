@@ -79,12 +79,15 @@ class EncodedItem:
         self._body = _field(_WORK_ITEM_REQUEST, request.SerializeToString() + past)
         self.completionToken = ""
 
-    def SerializeToString(self) -> bytes:
+    def _token(self) -> bytes:
         token = self.completionToken.encode()
-        return self._body + (_field(_WORK_ITEM_TOKEN, token) if token else b"")
+        return _field(_WORK_ITEM_TOKEN, token) if token else b""
 
-    def ByteSize(self) -> int:
-        return len(self.SerializeToString())
+    def SerializeToString(self) -> bytes:  # the protobuf message's method names
+        return self._body + self._token()
+
+    def ByteSize(self) -> int:  # without copying the body
+        return len(self._body) + len(self._token())
 
     def decoded(self) -> spb.WorkItem:
         """The work item as a message (for logs and tests; never on the hot path)."""
