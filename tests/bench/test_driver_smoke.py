@@ -7,6 +7,7 @@ silently skip the load driver.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import socket
 import subprocess
@@ -31,9 +32,26 @@ def run_bench(out: Path, *args: str) -> dict[str, Any]:
     done = subprocess.run(
         [*cmd, "--out", str(out), *args], cwd=ROOT, capture_output=True, text=True, timeout=840, check=False
     )
-    assert done.returncode == 0, f"python -m bench failed ({done.returncode}):\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, f"python -m bench failed ({done.returncode}):\n{_why(out, done.stderr)}"
     doc: dict[str, Any] = json.loads(next(out.glob("e2e*.json")).read_text())
     return doc
+
+
+def _why(out: Path, stderr: str) -> str:
+    """The failed workloads' problems and their run logs' tails first, then stderr's tail: a long
+    stderr cut by a CI log viewer must not hide which workload failed."""
+    parts = [line for line in stderr.splitlines() if "FAILED" in line or "problem" in line.lower()]
+    for path in out.glob("e2e*.json"):
+        doc = json.loads(path.read_text())
+        for target, per in doc.get("results", {}).items():
+            for workload, entry in per.items():
+                if entry.get("status") in ("failed", "error"):
+                    parts.append(f"{target}/{workload}: {entry.get('problems')}")
+                    work = re.search(r"logs in (\S+)", stderr)
+                    # the load generator's and the server's logs of that workload (the work dir stays)
+                    for log in sorted(Path(work.group(1)).glob(f"*{workload}*.log")) if work else []:
+                        parts.append(f"--- {log.name} (tail)\n{log.read_text(errors='replace')[-1500:]}")
+    return "\n".join([*parts, "--- stderr (tail)", stderr[-2500:]])
 
 
 def assert_all_correct(doc: dict[str, Any], workloads: tuple[str, ...], driver: str) -> None:

@@ -294,7 +294,8 @@ def _special(rng: random.Random, resp: Any, work: Work, pools: builders.Pools) -
         )
         kind += f" {action.router.targetAppID[:20]!r}"
     elif kind == "taskId: another task" and not workflow:
-        resp.taskId = rng.choice([-1, resp.taskId + 1, 2**31 - 1])
+        # int32 field: the neighbour wraps at the top so every choice stays encodable
+        resp.taskId = rng.choice([-1, (resp.taskId + 1) % 2**31, 2**31 - 1])
     else:
         return "(no identity mutation applies)"
     return kind
