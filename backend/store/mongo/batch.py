@@ -27,9 +27,9 @@ from pymongo.errors import DuplicateKeyError
 
 from backend.domain.model import InstanceKey
 from backend.errors import LeaseLost, Unavailable
-from backend.store.base import WorkflowLease
 from backend.store.mongo.codec import Doc, T, key_filter, unavailable
 from backend.store.mongo.inbox import Delivery
+from backend.store.mongo.lone import COMMITTED, Committed, Lone
 from backend.store.mongo.writes import FenceMismatch, Result, Send, Start, Turn, Writes
 
 MAX_BATCH = 64  # items per transaction: bounds the transaction's size and its retry cost
@@ -38,14 +38,6 @@ SPLIT_WAIT = 1.0  # seconds the queue waits for a split batch before it goes on 
 MAX_BYTES = 8 * 1024 * 1024  # and its payload (a transaction's oplog entries are 16 MB each)
 
 Tx = Callable[[Callable[[AsyncClientSession], Awaitable[T]]], Awaitable[T]]
-
-
-@dataclass(frozen=True)
-class Committed:
-    """What a committed item learned."""
-
-    delivered: bool = True  # False: a message whose target does not exist (nothing stored)
-    lease: WorkflowLease | None = None  # an activity result's claim won its parent
 
 
 @dataclass(eq=False)
@@ -71,9 +63,10 @@ class _Item:
 
 
 class GroupCommit:
-    def __init__(self, db: AsyncDatabase[Doc], writes: Writes, tx: Tx[Any]) -> None:
+    def __init__(self, db: AsyncDatabase[Doc], writes: Writes, tx: Tx[Any], lone: Lone) -> None:
         self._db = db
         self._writes = writes
+        self._lone = lone
         self._tx = tx
         self._queue: list[_Item] = []
         self._runner: asyncio.Task[None] | None = None
@@ -131,6 +124,14 @@ class GroupCommit:
                 raise
 
     async def _commit(self, batch: list[_Item]) -> None:
+        # A result whose activity's result was just delivered as one write (its document is
+        # still being deleted: store/mongo/lone.py) is refused as if the document were gone.
+        for item in batch:
+            if isinstance(item.work, Result) and self._lone.delivered(item.work.activity):
+                _settle(item, LeaseLost(_lost_message(item.work)))
+        batch = [i for i in batch if not i.future.done()]
+        if not batch:
+            return
         if len(batch) == 1 and await self._alone(batch[0]):
             return
         try:
@@ -163,30 +164,16 @@ class GroupCommit:
                 _settle(item, None)
 
     async def _alone(self, item: _Item) -> bool:
-        """Commit an item alone in its batch that writes one document, as that one (majority)
-        write, atomic without a transaction: a new instance holding its start message, or a
-        turn that changes only its instance. False if the item writes more."""
-        work = item.work
+        """Commit an item alone in its batch as its one write if it is one (store/mongo/lone.py)."""
         try:
-            with unavailable():
-                if isinstance(work, Start) and not work.inbox:
-                    # A duplicate key reaches the caller, who decides (replace or refuse).
-                    await self._db.instances.insert_one(work.instance)
-                elif isinstance(work, Turn) and (update := self._writes.lone_update(work)) is not None:
-                    fence = {} if work.fence is None else {"lease_token": work.fence}
-                    done = await self._db.instances.update_one(
-                        {**key_filter(work.commit.key), **fence}, update
-                    )
-                    if done.matched_count != 1:
-                        _settle(item, LeaseLost(_lost_message(work)))
-                        return True
-                else:
-                    return False
+            outcome = await self._lone.commit(item.work)
         except Exception as err:
             _settle(item, err)
             return True
+        if outcome is None:
+            return False
         self.transactions += 1
-        _settle(item, None)
+        _settle(item, None, outcome)
         return True
 
     async def _without_existing(self, batch: list[_Item], key_error: DuplicateKeyError) -> bool:
@@ -341,7 +328,7 @@ def _lost_message(work: Turn | Result | Start | Send) -> str:
     return f"lease on {work.commit.key} is no longer held"
 
 
-def _settle(item: _Item, err: Exception | None, outcome: Committed = Committed()) -> None:
+def _settle(item: _Item, err: Exception | None, outcome: Committed = COMMITTED) -> None:
     if item.future.done():
         return
     if err is None:

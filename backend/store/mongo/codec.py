@@ -4,6 +4,7 @@ the gate rules as query parts, write/read concerns, and the error boundary."""
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -89,6 +90,16 @@ INLINE_PREFIX = "~"
 # `inbox_n` (the instance's messages in the inbox collection) when it is not known exactly
 # (written before schema version 3, or after a commit dropped timers): counts stay above 0.
 UNKNOWN_COUNT = 1 << 40
+
+
+# An activity leased at its turn's commit is also listed in its parent's `pending` (its
+# ObjectId), so that its result can be one write of the parent alone (store/mongo/lone.py);
+# such leases' tokens start with this, so the result knows to try that write.
+PENDING_PREFIX = "p."
+
+
+def pending_token() -> str:
+    return PENDING_PREFIX + uuid.uuid4().hex
 
 
 def inline_id(oid: ObjectId) -> str:

@@ -96,11 +96,21 @@ def inline_doc(doc: Doc) -> Doc:
     return {k: doc[k] for k in ("_id", "seq", "gate", "visible_at", "event")}
 
 
-def _claiming_update(docs: list[Doc], claim: ClaimOnDelivery) -> list[Doc]:
+def without(field: str, ids: list[ObjectId]) -> Doc:
+    """An array field without `ids`, as an aggregation expression (a pipeline's $pull)."""
+    return {
+        "$filter": {"input": {"$ifNull": [f"${field}", []]}, "cond": {"$not": [{"$in": ["$$this", ids]}]}}
+    }
+
+
+def _claiming_update(
+    docs: list[Doc], claim: ClaimOnDelivery, done: list[ObjectId], *, lone: bool = False
+) -> list[Doc]:
     """Reserve the positions of `docs` (messages placed at the back; their `seq` filled here)
     and, if the instance is free and not waiting, lease it and hold them inline; else count
-    them as stored in the collection. An update pipeline, so that it all happens in the one
-    findAndModify; each expression reads the document as it was before."""
+    them as stored in the collection (`lone`: change nothing, the caller stores them in a
+    transaction). An update pipeline, so that it all happens in the one findAndModify; each
+    expression reads the document as it was before."""
     free = claim.wins_expression()
     inline = {"$ifNull": ["$inline", []]}
     held = {
@@ -117,24 +127,35 @@ def _claiming_update(docs: list[Doc], claim: ClaimOnDelivery) -> list[Doc]:
         ]
     }
     stored = {"$ifNull": ["$inbox_n", UNKNOWN_COUNT]}
+    seq = {"$add": [{"$ifNull": ["$inbox_seq", 0]}, len(docs)]}
 
     def pick(then: object, name: str) -> Doc:
         return {"$cond": [free, then, f"${name}"]}
 
-    return [
-        {
-            "$set": {
-                "inbox_seq": {"$add": [{"$ifNull": ["$inbox_seq", 0]}, len(docs)]},
-                "lease_owner": pick({"$literal": claim.owner}, "lease_owner"),
-                "lease_token": pick({"$literal": claim.token}, "lease_token"),
-                "lease_until": pick(claim.until, "lease_until"),
-                "generation": pick({"$add": [{"$ifNull": ["$generation", 0]}, 1]}, "generation"),
-                "inline": {"$cond": [free, held, inline]},
-                "inline_n": {"$size": {"$cond": [free, held, inline]}},
-                "inbox_n": {"$cond": [free, stored, {"$add": [stored, len(docs)]}]},
-            }
-        }
-    ]
+    fields: Doc = {
+        "inbox_seq": pick(seq, "inbox_seq") if lone else seq,
+        "lease_owner": pick({"$literal": claim.owner}, "lease_owner"),
+        "lease_token": pick({"$literal": claim.token}, "lease_token"),
+        "lease_until": pick(claim.until, "lease_until"),
+        "generation": pick({"$add": [{"$ifNull": ["$generation", 0]}, 1]}, "generation"),
+        "inline": {"$cond": [free, held, inline]},
+        "inline_n": {"$size": {"$cond": [free, held, inline]}},
+        "inbox_n": pick(stored, "inbox_n")
+        if lone
+        else {"$cond": [free, stored, {"$add": [stored, len(docs)]}]},
+    }
+    if done:
+        fields["pending"] = pick(without("pending", done), "pending") if lone else without("pending", done)
+    return [{"$set": fields}]
+
+
+def lone_claim(
+    target: InstanceKey, message: Message, claim: ClaimOnDelivery, activity: ObjectId
+) -> list[Doc]:
+    """The update of an activity result committed alone (store/mongo/lone.py): if the claim
+    wins, the result held inline and the activity no longer pending; else no change."""
+    docs = Inbox.message_docs_of(target, [message], (0, 0), by="")
+    return _claiming_update(docs, claim, [activity], lone=True)
 
 
 class Inbox:
@@ -150,14 +171,16 @@ class Inbox:
         only_if_exists: bool = True,
         placed: list[Doc] | None = None,
         claims: Mapping[InstanceKey, ClaimOnDelivery] | None = None,
+        done: Mapping[InstanceKey, list[ObjectId]] | None = None,
     ) -> Delivery:
         """Queue messages for instances that exist (in order), with `placed` (inbox documents
-        already given their positions) in the same insert; `claims` as the module says."""
+        already given their positions) in the same insert; `claims` as the module says;
+        `done`: activities (by target) whose results these are, no longer pending there."""
         by_target: dict[InstanceKey, list[Message]] = {}
         for m in messages:
             by_target.setdefault(m.target, []).append(m)
         wanted = {k: c for k, c in (claims or {}).items() if k in by_target}
-        counters, won = await self._allocate(s, by_target, wanted)
+        counters, won = await self._allocate(s, by_target, wanted, done or {})
         docs: list[Doc] = []
         for target, batch in by_target.items():
             before = counters.get(target)
@@ -182,6 +205,12 @@ class Inbox:
 
     def message_docs(self, target: InstanceKey, batch: list[Message], before: tuple[int, int]) -> list[Doc]:
         """Inbox documents for `batch`, placed from the target's (inbox_seq, inbox_front)."""
+        return self.message_docs_of(target, batch, before, by=self._own)
+
+    @staticmethod
+    def message_docs_of(
+        target: InstanceKey, batch: list[Message], before: tuple[int, int], *, by: str
+    ) -> list[Doc]:
         front = [m for m in batch if m.front]
         back = [m for m in batch if not m.front]
         first, first_front = before[0], before[1] - len(front)
@@ -197,7 +226,7 @@ class Inbox:
                 "gate": int(m.gate),
                 "visible_at": micros(m.visible_at),
                 "event": m.event.SerializeToString(),
-                "by": self._own,
+                "by": by,
             }
             for seq, m in placed
         ]
@@ -207,6 +236,7 @@ class Inbox:
         s: AsyncClientSession,
         by_target: dict[InstanceKey, list[Message]],
         claims: Mapping[InstanceKey, ClaimOnDelivery],
+        done: Mapping[InstanceKey, list[ObjectId]],
     ) -> tuple[dict[InstanceKey, tuple[int, int]], dict[InstanceKey, Doc]]:
         """Reserve inbox positions: (inbox_seq, inbox_front) before the reservation, per
         target that exists; and the instance documents of the targets claimed (their
@@ -219,9 +249,14 @@ class Inbox:
                 back, front = _counts(batch)
                 claim = claims.get(target) if inlinable(batch) else None
                 if claim is None:
+                    update: Doc = {
+                        "$inc": {"inbox_seq": back, "inbox_front": -front, "inbox_n": back + front}
+                    }
+                    if target in done:
+                        update["$pull"] = {"pending": {"$in": done[target]}}
                     before = await instances.find_one_and_update(
                         key_filter(target),
-                        {"$inc": {"inbox_seq": back, "inbox_front": -front, "inbox_n": back + front}},
+                        update,
                         projection={"inbox_seq": 1, "inbox_front": 1, "_id": 0},
                         return_document=ReturnDocument.BEFORE,
                         session=s,
@@ -232,7 +267,7 @@ class Inbox:
                 docs = self.message_docs(target, batch, (0, 0))
                 after = await instances.find_one_and_update(
                     key_filter(target),
-                    _claiming_update(docs, claim),
+                    _claiming_update(docs, claim, done.get(target, [])),
                     return_document=ReturnDocument.AFTER,
                     projection=NO_HISTORY,
                     session=s,
@@ -258,7 +293,9 @@ class Inbox:
             positions = out[key] = (int(d.get("inbox_seq", 0)), int(d.get("inbox_front", 0)))
             back, front = _counts(batch)
             inc: Doc = {"inbox_seq": back, "inbox_front": -front}
-            update: Doc = {"$inc": inc}
+            update = {"$inc": inc}
+            if key in done:
+                update["$pull"] = {"pending": {"$in": done[key]}}
             claim = claims.get(key)
             if claim is not None and inlinable(batch) and claim.wins(d):
                 lease = {"lease_owner": claim.owner, "lease_token": claim.token, "lease_until": claim.until}

@@ -9,6 +9,11 @@ Versions:
    instance's messages in the inbox collection, `hist_stored` says it has history there.
    Upgrading marks every existing instance's count unknown and its history stored (its reads
    go to the collections, as before).
+4  an activity leased at its turn's commit is listed in its parent's `pending` (and marked
+   `mirror`), so that its result can be one write of the parent (store/mongo/lone.py); a
+   lease round or a give-back takes it out. Nothing to upgrade (older instances have no
+   `pending`: their results take a transaction, as before), but servers of version 3 would
+   not take lapsed activities out of `pending`, so they must be stopped first.
 
 An upgrade is idempotent, so servers starting together may all run it; servers of an
 older version must be stopped first (they do not know the new layout). A database
@@ -24,7 +29,7 @@ from pymongo.errors import OperationFailure
 from backend.errors import InvalidArgument
 from backend.store.mongo.codec import UNKNOWN_COUNT, Doc
 
-VERSION = 3
+VERSION = 4
 SCHEMA_ID = "schema"
 _MISSING = (26, 27)  # NamespaceNotFound, IndexNotFound
 

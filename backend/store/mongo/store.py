@@ -21,13 +21,16 @@ Collections (one document per item; nothing grows without bound):
               `inline` holds messages delivered to the instance together with its
               lease (its start, a result whose claim won: store/mongo/inbox.py), with
               `inline_n` their number; `inbox_n` counts its messages in `inbox`.
+              `pending` lists its activities leased at the commit that queued them
+              (until their result or a lease round: store/mongo/lone.py).
 * history     one per turn (store/mongo/history.py), holding positions [seq, end)
               as `events`, unique (app_id, instance_id, end); small early turns are
               held in the instance document instead (`hist`, with `hist_stored`
               telling whether any chunk is in the collection).
 * meta        the schema version (store/mongo/schema.py).
 
-Turn commits and activity results share transactions (store/mongo/batch.py).
+Turn commits and activity results share transactions (store/mongo/batch.py); an item
+alone that writes one document is that one write (store/mongo/lone.py).
 * inbox       one per message: gate, visible_at, event bytes and `seq`, taken from
               the instance's inbox_seq, so an inbox keeps its insertion order
               across processes. Its ObjectId (as a string) is the InboxItem id.
@@ -83,6 +86,7 @@ from backend.store.mongo.batch import GroupCommit
 from backend.store.mongo.codec import (
     DUPLICATE_RETRIES,
     DURABILITY,
+    PENDING_PREFIX,
     SNAPSHOT,
     STALLED,
     Doc,
@@ -96,7 +100,8 @@ from backend.store.mongo.codec import (
 from backend.store.mongo.connection import connect
 from backend.store.mongo.feed import follow
 from backend.store.mongo.inbox import ClaimOnDelivery
-from backend.store.mongo.leases import Leases
+from backend.store.mongo.leases import Leases, unlist_pending
+from backend.store.mongo.lone import Lone
 from backend.store.mongo.writes import Result, Send, Turn, Writes, activity_docs
 
 
@@ -118,6 +123,7 @@ class MongoStore(Store):
         self._db: AsyncDatabase[Doc] | None = None
         self._writes: Writes | None = None
         self._group: GroupCommit | None = None
+        self._lone: Lone | None = None
         self._leases: Leases | None = None
         self.schema_found: int | None = None  # the schema version open() found (0: new database)
 
@@ -136,14 +142,17 @@ class MongoStore(Store):
             raise
         self._client, self._db = client, db
         self._writes = Writes(db, uuid.uuid4().hex[:12])
-        self._group = GroupCommit(db, self._writes, self._tx)
+        self._lone = Lone(client, db, self._writes)
+        self._group = GroupCommit(db, self._writes, self._tx, self._lone)
         self._leases = Leases(client, db)
 
     async def close(self) -> None:
         if self._group is not None:
             await self._group.close()
+        if self._lone is not None:
+            await self._lone.close()
         client, self._client, self._db, self._writes, self._group = self._client, None, None, None, None
-        self._leases = None
+        self._leases, self._lone = None, None
         if client is not None:
             await client.close()
 
@@ -377,7 +386,7 @@ class MongoStore(Store):
         (store/mongo/batch.py): a fan-out's results for one parent arrive together. The
         claim rides on the inbox position write (store/mongo/inbox.py)."""
         oid = object_id(lease.id)
-        if oid is None:
+        if oid is None or (self._lone is not None and self._lone.delivered(oid)):
             raise LeaseLost(f"activity {lease.id} is no longer leased by this server")
         on = None
         if claim is not None and claim.slots.get(result.target.app_id, 0) > 0 and result.visible_at is None:
@@ -390,6 +399,10 @@ class MongoStore(Store):
         if oid is None:
             return
         with unavailable():
+            if lease.token.startswith(PENDING_PREFIX):  # no longer pending in its parent (lone.py)
+                parent = lease.task.parent
+                doc = {"_id": oid, "parent_app": parent.app_id, "parent_id": parent.instance_id}
+                await unlist_pending(self._d, None, [doc])
             await self._activities.update_one(
                 {"_id": oid, "lease_token": lease.token},
                 {
@@ -398,6 +411,7 @@ class MongoStore(Store):
                         "lease_token": None,
                         "lease_until": None,
                         "not_before": micros(retry_at),
+                        "mirror": False,
                     }
                 },
             )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +21,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from backend.domain.model import InstanceKey, Message, NewInstance, WorkflowCommit, is_terminal
 from backend.store.base import ActivityLease, Claim
-from backend.store.mongo.codec import Doc, inline_id, key_filter, micros, split_consumed
+from backend.store.mongo.codec import Doc, inline_id, key_filter, micros, pending_token, split_consumed
 from backend.store.mongo.history import history_docs, inline_chunk
 from backend.store.mongo.inbox import ClaimOnDelivery, Delivery, Inbox, inlinable, inline_doc
 
@@ -118,8 +117,14 @@ def activity_docs(
         }
         if claim is not None and slots.get(a.app_id, 0) > 0:
             slots[a.app_id] -= 1
-            token = uuid.uuid4().hex
-            doc |= {"lease_owner": claim.owner, "lease_token": token, "lease_until": micros(claim.until)}
+            # Listed in the parent's `pending` by the same commit (`mirror`): see codec.py.
+            token = pending_token()
+            doc |= {
+                "lease_owner": claim.owner,
+                "lease_token": token,
+                "lease_until": micros(claim.until),
+                "mirror": True,
+            }
             leases.append(ActivityLease(id=str(doc["_id"]), token=token, task=a))
         docs.append(doc)
     return docs, leases
@@ -230,9 +235,19 @@ class Writes:
             }
         elif placed.history:
             fields["hist_stored"] = True
+        # The activities leased with this commit are listed as pending (codec.py); a new
+        # execution, or one that ends, has none (its queued activities are deleted).
+        mirrored = [d["_id"] for d in turn.activities or () if d.get("mirror")]
+        if commit.reset_history or commit.cancel_pending:
+            fields["pending"] = mirrored
         update: Doc = {"$set": fields, "$inc": {"generation": 1}}
+        push: Doc = {}
         if placed.held is not None and not commit.reset_history:
-            update["$push"] = {"hist": placed.held}
+            push["hist"] = placed.held
+        if mirrored and "pending" not in fields:
+            push["pending"] = {"$each": mirrored}
+        if push:
+            update["$push"] = push
         # The consumed messages leave: inline ones in this same update, the others' count here
         # and their documents in the batch's inbox delete. Exact, because under our lease
         # nobody else consumes or inlines messages of this instance.
@@ -340,8 +355,11 @@ class Writes:
         for r in results:
             if r.claim is not None:
                 claims.setdefault(r.message.target, r.claim)  # one claim per parent can win
+        finished: dict[InstanceKey, list[ObjectId]] = {}
+        for r in results:  # no longer pending in their parents (if they were: codec.py)
+            finished.setdefault(r.message.target, []).append(r.activity)
         delivery = await self.inbox.deliver(
-            s, messages, placed=[d for n in starts for d in n.inbox], claims=claims
+            s, messages, placed=[d for n in starts for d in n.inbox], claims=claims, done=finished
         )
         if activities:
             await self._activities.insert_many(activities, ordered=True, session=s)
