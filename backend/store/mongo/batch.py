@@ -28,6 +28,7 @@ from pymongo.errors import DuplicateKeyError
 from backend.domain.model import InstanceKey
 from backend.errors import LeaseLost, Unavailable
 from backend.store.mongo.codec import Doc, T, key_filter, unavailable
+from backend.store.mongo.held import held_tokens, is_held
 from backend.store.mongo.inbox import Delivery
 from backend.store.mongo.lone import COMMITTED, Committed, Lone
 from backend.store.mongo.writes import FenceMismatch, Result, Send, Start, Turn, Writes
@@ -124,14 +125,6 @@ class GroupCommit:
                 raise
 
     async def _commit(self, batch: list[_Item]) -> None:
-        # A result whose activity's result was just delivered as one write (its document is
-        # still being deleted: store/mongo/lone.py) is refused as if the document were gone.
-        for item in batch:
-            if isinstance(item.work, Result) and self._lone.delivered(item.work.activity):
-                _settle(item, LeaseLost(_lost_message(item.work)))
-        batch = [i for i in batch if not i.future.done()]
-        if not batch:
-            return
         if len(batch) == 1 and await self._alone(batch[0]):
             return
         try:
@@ -279,10 +272,13 @@ class GroupCommit:
             )
             held = {(d["app_id"], d["instance_id"], d["lease_token"]) async for d in rows}
         tokens: dict[Any, Any] = {}
-        if results:
-            ids = [r.work.activity for r in results if isinstance(r.work, Result)]
+        works = [r.work for r in results if isinstance(r.work, Result)]
+        if ids := [w.activity for w in works if not is_held(w.token)]:
             rows = self._db.activities.find({"_id": {"$in": ids}}, projection={"lease_token": 1}, session=s)
             tokens = {d["_id"]: d.get("lease_token") async for d in rows}
+        # Activities held by their parents: their entries' tokens (store/mongo/held.py).
+        parents = {w.message.target for w in works if is_held(w.token)}
+        tokens |= dict(await held_tokens(self._db, s, parents))
 
         def holds(item: _Item) -> bool:
             work = item.work

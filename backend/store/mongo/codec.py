@@ -92,9 +92,7 @@ INLINE_PREFIX = "~"
 UNKNOWN_COUNT = 1 << 40
 
 
-# An activity leased at its turn's commit is also listed in its parent's `pending` (its
-# ObjectId), so that its result can be one write of the parent alone (store/mongo/lone.py);
-# such leases' tokens start with this, so the result knows to try that write.
+# The lease tokens of activities held in their parent's document (store/mongo/held.py).
 PENDING_PREFIX = "p."
 
 

@@ -96,21 +96,13 @@ def inline_doc(doc: Doc) -> Doc:
     return {k: doc[k] for k in ("_id", "seq", "gate", "visible_at", "event")}
 
 
-def without(field: str, ids: list[ObjectId]) -> Doc:
-    """An array field without `ids`, as an aggregation expression (a pipeline's $pull)."""
-    return {
-        "$filter": {"input": {"$ifNull": [f"${field}", []]}, "cond": {"$not": [{"$in": ["$$this", ids]}]}}
-    }
-
-
-def _claiming_update(
-    docs: list[Doc], claim: ClaimOnDelivery, done: list[ObjectId], *, lone: bool = False
-) -> list[Doc]:
+def _claiming_update(docs: list[Doc], claim: ClaimOnDelivery, *, lone: ObjectId | None = None) -> list[Doc]:
     """Reserve the positions of `docs` (messages placed at the back; their `seq` filled here)
     and, if the instance is free and not waiting, lease it and hold them inline; else count
-    them as stored in the collection (`lone`: change nothing, the caller stores them in a
-    transaction). An update pipeline, so that it all happens in the one findAndModify; each
-    expression reads the document as it was before."""
+    them as stored in the collection. `lone`: the held activity whose result this is, taken
+    out of `pending` if the claim wins; if it does not, nothing changes (the caller stores the
+    result in a transaction: store/mongo/lone.py). An update pipeline, so that it all happens
+    in the one findAndModify; each expression reads the document as it was before."""
     free = claim.wins_expression()
     inline = {"$ifNull": ["$inline", []]}
     held = {
@@ -133,7 +125,7 @@ def _claiming_update(
         return {"$cond": [free, then, f"${name}"]}
 
     fields: Doc = {
-        "inbox_seq": pick(seq, "inbox_seq") if lone else seq,
+        "inbox_seq": pick(seq, "inbox_seq") if lone is not None else seq,
         "lease_owner": pick({"$literal": claim.owner}, "lease_owner"),
         "lease_token": pick({"$literal": claim.token}, "lease_token"),
         "lease_until": pick(claim.until, "lease_until"),
@@ -141,11 +133,12 @@ def _claiming_update(
         "inline": {"$cond": [free, held, inline]},
         "inline_n": {"$size": {"$cond": [free, held, inline]}},
         "inbox_n": pick(stored, "inbox_n")
-        if lone
+        if lone is not None
         else {"$cond": [free, stored, {"$add": [stored, len(docs)]}]},
     }
-    if done:
-        fields["pending"] = pick(without("pending", done), "pending") if lone else without("pending", done)
+    if lone is not None:
+        rest = {"$filter": {"input": {"$ifNull": ["$pending", []]}, "cond": {"$ne": ["$$this._id", lone]}}}
+        fields["pending"] = pick(rest, "pending")
     return [{"$set": fields}]
 
 
@@ -155,7 +148,7 @@ def lone_claim(
     """The update of an activity result committed alone (store/mongo/lone.py): if the claim
     wins, the result held inline and the activity no longer pending; else no change."""
     docs = Inbox.message_docs_of(target, [message], (0, 0), by="")
-    return _claiming_update(docs, claim, [activity], lone=True)
+    return _claiming_update(docs, claim, lone=activity)
 
 
 class Inbox:
@@ -171,16 +164,14 @@ class Inbox:
         only_if_exists: bool = True,
         placed: list[Doc] | None = None,
         claims: Mapping[InstanceKey, ClaimOnDelivery] | None = None,
-        done: Mapping[InstanceKey, list[ObjectId]] | None = None,
     ) -> Delivery:
         """Queue messages for instances that exist (in order), with `placed` (inbox documents
-        already given their positions) in the same insert; `claims` as the module says;
-        `done`: activities (by target) whose results these are, no longer pending there."""
+        already given their positions) in the same insert; `claims` as the module says."""
         by_target: dict[InstanceKey, list[Message]] = {}
         for m in messages:
             by_target.setdefault(m.target, []).append(m)
         wanted = {k: c for k, c in (claims or {}).items() if k in by_target}
-        counters, won = await self._allocate(s, by_target, wanted, done or {})
+        counters, won = await self._allocate(s, by_target, wanted)
         docs: list[Doc] = []
         for target, batch in by_target.items():
             before = counters.get(target)
@@ -236,7 +227,6 @@ class Inbox:
         s: AsyncClientSession,
         by_target: dict[InstanceKey, list[Message]],
         claims: Mapping[InstanceKey, ClaimOnDelivery],
-        done: Mapping[InstanceKey, list[ObjectId]],
     ) -> tuple[dict[InstanceKey, tuple[int, int]], dict[InstanceKey, Doc]]:
         """Reserve inbox positions: (inbox_seq, inbox_front) before the reservation, per
         target that exists; and the instance documents of the targets claimed (their
@@ -252,8 +242,6 @@ class Inbox:
                     update: Doc = {
                         "$inc": {"inbox_seq": back, "inbox_front": -front, "inbox_n": back + front}
                     }
-                    if target in done:
-                        update["$pull"] = {"pending": {"$in": done[target]}}
                     before = await instances.find_one_and_update(
                         key_filter(target),
                         update,
@@ -267,7 +255,7 @@ class Inbox:
                 docs = self.message_docs(target, batch, (0, 0))
                 after = await instances.find_one_and_update(
                     key_filter(target),
-                    _claiming_update(docs, claim, done.get(target, [])),
+                    _claiming_update(docs, claim),
                     return_document=ReturnDocument.AFTER,
                     projection=NO_HISTORY,
                     session=s,
@@ -294,8 +282,6 @@ class Inbox:
             back, front = _counts(batch)
             inc: Doc = {"inbox_seq": back, "inbox_front": -front}
             update = {"$inc": inc}
-            if key in done:
-                update["$pull"] = {"pending": {"$in": done[key]}}
             claim = claims.get(key)
             if claim is not None and inlinable(batch) and claim.wins(d):
                 lease = {"lease_owner": claim.owner, "lease_token": claim.token, "lease_until": claim.until}

@@ -50,7 +50,8 @@ from backend.store.mongo.codec import (
 
 CLAIM_MAX_MS = 1000  # how long a lease claim may wait on a locked instance document
 LOCAL = ReadConcern("local")
-NO_HISTORY = {"hist": 0}  # a claimed instance document, without the history it holds
+# A claimed instance document, without the history and the activities it holds.
+NO_HISTORY = {"hist": 0, "pending": 0}
 
 
 class Leases:
@@ -193,7 +194,6 @@ class Leases:
         owner: str,
         until: int,
         generation: bool,
-        also: Doc | None = None,
     ) -> list[Doc]:
         """Lease every document matching one of `claims` (token -> filter) in one bulk
         write, then read the ones won (another owner may have taken some) in one query.
@@ -204,7 +204,7 @@ class Leases:
         replay its turn."""
         if not claims:
             return []
-        lease = {"lease_owner": owner, "lease_until": until, **(also or {})}
+        lease = {"lease_owner": owner, "lease_until": until}
         bump = {"$inc": {"generation": 1}} if generation else {}
 
         async def claim_one(token: str, f: Doc) -> Doc | None:
@@ -266,27 +266,16 @@ class Leases:
         out: list[ActivityLease] = []
         with unavailable():
             activities = self._db.activities.with_options(read_concern=LOCAL)  # as in workflows()
-            projection = {"_id": 1, "mirror": 1, "parent_app": 1, "parent_id": 1}
-            cursor = activities.find(due, projection=projection).sort("_id", ASCENDING)
+            cursor = activities.find(due, projection={"_id": 1}).sort("_id", ASCENDING)
             if limit > 0:
                 cursor = cursor.limit(2 * limit)
-            found = [d async for d in cursor]
+            candidates = [d["_id"] async for d in cursor]
             if limit > 0:
-                found = found[:limit]
+                candidates = candidates[:limit]
             async with self._client.start_session(causal_consistency=True) as s:
-                # A lapsed lease claimed at its turn's commit is still pending in its parent:
-                # take it out first, so that its holder's late result can no longer be the
-                # parent's one write (store/mongo/lone.py) and meets the token check instead.
-                await unlist_pending(self._db, s, [d for d in found if d.get("mirror")])
-                claims = {uuid.uuid4().hex: {**due, "_id": d["_id"]} for d in found}
+                claims = {uuid.uuid4().hex: {**due, "_id": oid} for oid in candidates}
                 docs = await self._claim_many(
-                    s,
-                    self._db.activities,
-                    claims,
-                    owner=owner,
-                    until=until_t,
-                    generation=False,
-                    also={"mirror": False},
+                    s, self._db.activities, claims, owner=owner, until=until_t, generation=False
                 )
             for doc in docs:
                 out.append(
@@ -302,23 +291,6 @@ class Leases:
                     )
                 )
         return out
-
-
-async def unlist_pending(db: AsyncDatabase[Doc], s: AsyncClientSession | None, activities: list[Doc]) -> None:
-    """Take these activity documents out of their parents' `pending` (one write)."""
-    if not activities:
-        return
-    by_parent: dict[tuple[str, str], list[Any]] = {}
-    for d in activities:
-        by_parent.setdefault((d["parent_app"], d["parent_id"]), []).append(d["_id"])
-    ids = [d["_id"] for d in activities]
-    parents = [
-        {"app_id": app, "instance_id": iid, "pending": {"$in": oids}}
-        for (app, iid), oids in by_parent.items()
-    ]
-    await db.instances.update_many(
-        parents[0] if len(parents) == 1 else {"$or": parents}, {"$pull": {"pending": {"$in": ids}}}, session=s
-    )
 
 
 async def read_inboxes(

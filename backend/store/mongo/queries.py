@@ -20,6 +20,7 @@ from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
 from backend.domain.model import InstanceKey
 from backend.store.base import ListedInstance, ListingCursor, ListingFilter, WaitingWork
+from backend.store.mongo import held
 from backend.store.mongo.codec import Doc, from_micros, gates_for, micros, unavailable, unleased
 
 _A = ASCENDING
@@ -216,6 +217,8 @@ async def waiting_work(db: AsyncDatabase[Doc], app_ids: frozenset[str] | None, n
                     event = hpb.HistoryEvent.FromString(m["event"])
                     stamped = event.timestamp.ToDatetime(tzinfo=UTC) if event.HasField("timestamp") else None
                     add(str(d["app_id"]), 1, None if stamped is None else stamped.timestamp())
+        for app, since in await held.lapsed(db, app_ids, now):  # their lease round moves them
+            add(app, 1, since)
         cursor = await db.activities.aggregate(
             [
                 {"$match": {**_apps(app_ids), "not_before": {"$lte": now}, **unleased(now)}},

@@ -9,11 +9,10 @@ Versions:
    instance's messages in the inbox collection, `hist_stored` says it has history there.
    Upgrading marks every existing instance's count unknown and its history stored (its reads
    go to the collections, as before).
-4  an activity leased at its turn's commit is listed in its parent's `pending` (and marked
-   `mirror`), so that its result can be one write of the parent (store/mongo/lone.py); a
-   lease round or a give-back takes it out. Nothing to upgrade (older instances have no
-   `pending`: their results take a transaction, as before), but servers of version 3 would
-   not take lapsed activities out of `pending`, so they must be stopped first.
+4  activities leased at their turn's commit may be held in their parent's document
+   (`pending`, store/mongo/held.py) instead of the activities collection. Nothing to upgrade
+   (older instances hold none), but servers of version 3 would never find a held activity
+   whose lease lapsed, so they must be stopped first.
 
 An upgrade is idempotent, so servers starting together may all run it; servers of an
 older version must be stopped first (they do not know the new layout). A database
@@ -106,6 +105,9 @@ async def create_indexes(db: AsyncDatabase[Doc]) -> None:
                 name="inline",
                 partialFilterExpression={"inline_n": {"$gt": 0}},
             ),
+            # Activities held in their parent (store/mongo/held.py): found lapsed, and renewed.
+            IndexModel([("pending.lease_until", a)], name="held_until"),
+            IndexModel([("pending.lease_token", a)], name="held_token"),
         ]
     )
     await db.history.create_indexes(HISTORY_INDEXES)

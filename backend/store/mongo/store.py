@@ -21,8 +21,8 @@ Collections (one document per item; nothing grows without bound):
               `inline` holds messages delivered to the instance together with its
               lease (its start, a result whose claim won: store/mongo/inbox.py), with
               `inline_n` their number; `inbox_n` counts its messages in `inbox`.
-              `pending` lists its activities leased at the commit that queued them
-              (until their result or a lease round: store/mongo/lone.py).
+              `pending` holds activities leased at the commit that queued them, in
+              place of their documents in `activities` (store/mongo/held.py).
 * history     one per turn (store/mongo/history.py), holding positions [seq, end)
               as `events`, unique (app_id, instance_id, end); small early turns are
               held in the instance document instead (`hist`, with `hist_stored`
@@ -86,7 +86,6 @@ from backend.store.mongo.batch import GroupCommit
 from backend.store.mongo.codec import (
     DUPLICATE_RETRIES,
     DURABILITY,
-    PENDING_PREFIX,
     SNAPSHOT,
     STALLED,
     Doc,
@@ -99,8 +98,9 @@ from backend.store.mongo.codec import (
 )
 from backend.store.mongo.connection import connect
 from backend.store.mongo.feed import follow
+from backend.store.mongo.held import Held, is_held
 from backend.store.mongo.inbox import ClaimOnDelivery
-from backend.store.mongo.leases import Leases, unlist_pending
+from backend.store.mongo.leases import Leases
 from backend.store.mongo.lone import Lone
 from backend.store.mongo.writes import Result, Send, Turn, Writes, activity_docs
 
@@ -124,6 +124,7 @@ class MongoStore(Store):
         self._writes: Writes | None = None
         self._group: GroupCommit | None = None
         self._lone: Lone | None = None
+        self._held: Held | None = None
         self._leases: Leases | None = None
         self.schema_found: int | None = None  # the schema version open() found (0: new database)
 
@@ -143,16 +144,15 @@ class MongoStore(Store):
         self._client, self._db = client, db
         self._writes = Writes(db, uuid.uuid4().hex[:12])
         self._lone = Lone(client, db, self._writes)
+        self._held = Held(db, self._tx, self._writes.own)
         self._group = GroupCommit(db, self._writes, self._tx, self._lone)
         self._leases = Leases(client, db)
 
     async def close(self) -> None:
         if self._group is not None:
             await self._group.close()
-        if self._lone is not None:
-            await self._lone.close()
         client, self._client, self._db, self._writes, self._group = self._client, None, None, None, None
-        self._leases, self._lone = None, None
+        self._leases, self._lone, self._held = None, None, None
         if client is not None:
             await client.close()
 
@@ -170,6 +170,11 @@ class MongoStore(Store):
     def _l(self) -> Leases:
         assert self._leases is not None, "store is not open"
         return self._leases
+
+    @property
+    def _h(self) -> Held:
+        assert self._held is not None, "store is not open"
+        return self._held
 
     @property
     def _w(self) -> Writes:
@@ -377,6 +382,8 @@ class MongoStore(Store):
     async def lease_activities(
         self, app_id: str, *, owner: str, now: datetime, until: datetime, limit: int
     ) -> list[ActivityLease]:
+        with unavailable():
+            await self._h.evict(app_id, micros(now))  # lapsed held activities, to be leased here
         return await self._l.activities(app_id, owner=owner, now=now, until=until, limit=limit)
 
     async def complete_activity(
@@ -386,7 +393,7 @@ class MongoStore(Store):
         (store/mongo/batch.py): a fan-out's results for one parent arrive together. The
         claim rides on the inbox position write (store/mongo/inbox.py)."""
         oid = object_id(lease.id)
-        if oid is None or (self._lone is not None and self._lone.delivered(oid)):
+        if oid is None:
             raise LeaseLost(f"activity {lease.id} is no longer leased by this server")
         on = None
         if claim is not None and claim.slots.get(result.target.app_id, 0) > 0 and result.visible_at is None:
@@ -399,10 +406,9 @@ class MongoStore(Store):
         if oid is None:
             return
         with unavailable():
-            if lease.token.startswith(PENDING_PREFIX):  # no longer pending in its parent (lone.py)
-                parent = lease.task.parent
-                doc = {"_id": oid, "parent_app": parent.app_id, "parent_id": parent.instance_id}
-                await unlist_pending(self._d, None, [doc])
+            if is_held(lease.token):  # to the collection, due then (store/mongo/held.py)
+                await self._h.give_back(lease.task.parent, oid, lease.token, not_before=micros(retry_at))
+                return
             await self._activities.update_one(
                 {"_id": oid, "lease_token": lease.token},
                 {
@@ -411,7 +417,6 @@ class MongoStore(Store):
                         "lease_token": None,
                         "lease_until": None,
                         "not_before": micros(retry_at),
-                        "mirror": False,
                     }
                 },
             )
@@ -424,6 +429,7 @@ class MongoStore(Store):
         with unavailable():
             await self._instances.update_many({"lease_token": {"$in": held}}, update)
             await self._activities.update_many({"lease_token": {"$in": held}}, update)
+            await self._h.renew(held, until=micros(until))
 
     def changes(self) -> AsyncIterator[Change] | None:
         return follow(self._d, self._w.own)

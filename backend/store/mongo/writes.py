@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,8 +20,9 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from backend.domain.model import InstanceKey, Message, NewInstance, WorkflowCommit, is_terminal
+from backend.domain.model import ActivityTask, InstanceKey, Message, NewInstance, WorkflowCommit, is_terminal
 from backend.store.base import ActivityLease, Claim
+from backend.store.mongo import held
 from backend.store.mongo.codec import Doc, inline_id, key_filter, micros, pending_token, split_consumed
 from backend.store.mongo.history import history_docs, inline_chunk
 from backend.store.mongo.inbox import ClaimOnDelivery, Delivery, Inbox, inlinable, inline_doc
@@ -97,10 +99,11 @@ class Result:
 def activity_docs(
     commit: WorkflowCommit, own: str, claim: Claim | None
 ) -> tuple[list[Doc], list[ActivityLease]]:
-    """The commit's activity documents; those `claim` has slots for are leased to its owner."""
+    """The commit's activity documents; those `claim` has slots for are leased to its owner,
+    and held in the parent's document (`held`) if they all fit (store/mongo/held.py)."""
     slots = dict(claim.slots) if claim is not None else {}
     docs: list[Doc] = []
-    leases: list[ActivityLease] = []
+    leased: list[tuple[Doc, ActivityTask]] = []
     for a in commit.activities:
         doc: Doc = {
             "_id": ObjectId(),
@@ -117,16 +120,17 @@ def activity_docs(
         }
         if claim is not None and slots.get(a.app_id, 0) > 0:
             slots[a.app_id] -= 1
-            # Listed in the parent's `pending` by the same commit (`mirror`): see codec.py.
-            token = pending_token()
-            doc |= {
-                "lease_owner": claim.owner,
-                "lease_token": token,
-                "lease_until": micros(claim.until),
-                "mirror": True,
-            }
-            leases.append(ActivityLease(id=str(doc["_id"]), token=token, task=a))
+            leased.append((doc, a))
         docs.append(doc)
+    hold = held.fits([d for d, _ in leased])
+    leases: list[ActivityLease] = []
+    for doc, a in leased:
+        assert claim is not None
+        token = pending_token() if hold else uuid.uuid4().hex
+        doc |= {"lease_owner": claim.owner, "lease_token": token, "lease_until": micros(claim.until)}
+        if hold:
+            doc["held"] = True
+        leases.append(ActivityLease(id=str(doc["_id"]), token=token, task=a))
     return docs, leases
 
 
@@ -235,17 +239,17 @@ class Writes:
             }
         elif placed.history:
             fields["hist_stored"] = True
-        # The activities leased with this commit are listed as pending (codec.py); a new
-        # execution, or one that ends, has none (its queued activities are deleted).
-        mirrored = [d["_id"] for d in turn.activities or () if d.get("mirror")]
+        # The activities this commit holds (store/mongo/held.py); a new execution, or one
+        # that ends, holds no others (its queued activities are dropped).
+        holds = [held.entry(d) for d in turn.activities or () if d.get("held")]
         if commit.reset_history or commit.cancel_pending:
-            fields["pending"] = mirrored
+            fields["pending"] = holds
         update: Doc = {"$set": fields, "$inc": {"generation": 1}}
         push: Doc = {}
         if placed.held is not None and not commit.reset_history:
             push["hist"] = placed.held
-        if mirrored and "pending" not in fields:
-            push["pending"] = {"$each": mirrored}
+        if holds and "pending" not in fields:
+            push["pending"] = {"$each": holds}
         if push:
             update["$push"] = push
         # The consumed messages leave: inline ones in this same update, the others' count here
@@ -265,7 +269,9 @@ class Writes:
         commit = turn.commit
         if commit.reset_history or commit.cancel_pending or commit.new_instances or commit.messages:
             return None
-        if commit.activities or turn.placed.consumed or turn.placed.history:
+        if turn.placed.consumed or turn.placed.history:
+            return None
+        if commit.activities and not all(d.get("held") for d in turn.activities or ()):
             return None
         return self._instance_update(turn)
 
@@ -296,12 +302,19 @@ class Writes:
             done = await self._instances.bulk_write(updates, ordered=False, session=s)
             if done.matched_count != len(turns):
                 raise FenceMismatch
-        if results:
-            pairs = [{"_id": r.activity, "lease_token": r.token} for r in results]
+        stored = [r for r in results if not held.is_held(r.token)]
+        if stored:
+            pairs = [{"_id": r.activity, "lease_token": r.token} for r in stored]
             deleted = await self._activities.delete_many(
                 pairs[0] if len(pairs) == 1 else {"$or": pairs}, session=s
             )
-            if deleted.deleted_count != len(results):
+            if deleted.deleted_count != len(stored):
+                raise FenceMismatch
+        if len(stored) < len(results):  # held by their parents: taken out of `pending`
+            taken = held.fences(
+                [(r.message.target, r.activity, r.token) for r in results if held.is_held(r.token)]
+            )
+            if (await self._instances.bulk_write(taken, ordered=True, session=s)).matched_count != len(taken):
                 raise FenceMismatch
         if starts:
             try:
@@ -331,9 +344,8 @@ class Writes:
             for new in commit.new_instances:
                 await self.create(s, new, replace_terminal=True)
             messages.extend(commit.messages)
-            activities.extend(
-                t.activities if t.activities is not None else activity_docs(commit, self.own, None)[0]
-            )
+            docs = t.activities if t.activities is not None else activity_docs(commit, self.own, None)[0]
+            activities.extend(d for d in docs if not d.get("held"))
         messages.extend(r.message for r in results)
         messages.extend(m.message for m in sends)
         if history:
@@ -355,11 +367,8 @@ class Writes:
         for r in results:
             if r.claim is not None:
                 claims.setdefault(r.message.target, r.claim)  # one claim per parent can win
-        finished: dict[InstanceKey, list[ObjectId]] = {}
-        for r in results:  # no longer pending in their parents (if they were: codec.py)
-            finished.setdefault(r.message.target, []).append(r.activity)
         delivery = await self.inbox.deliver(
-            s, messages, placed=[d for n in starts for d in n.inbox], claims=claims, done=finished
+            s, messages, placed=[d for n in starts for d in n.inbox], claims=claims
         )
         if activities:
             await self._activities.insert_many(activities, ordered=True, session=s)

@@ -322,7 +322,7 @@ def unfinished_report(db: Any, app_id: str, instance_ids: list[str], limit: int 
         acts = [
             f"owner={a.get('lease_owner')} until={a.get('lease_until')}"
             for a in db.activities.find({"parent_app": app_id, "parent_id": d["instance_id"]}, {"request": 0})
-        ]
+        ] + [f"held owner={a.get('lease_owner')} until={a.get('lease_until')}" for a in d.get("pending", [])]
         lines.append(
             f"- {d['instance_id']}: status={d['status']} generation={d.get('generation')} {lease}; "
             f"inbox={inbox} activities={acts}"

@@ -60,11 +60,21 @@ EXPECTED = {
 def _held_leases(db) -> dict[str, int]:
     now = time.time_ns() // 1000
     live = {"lease_owner": {"$ne": None}, "lease_until": {"$gt": now}}
+    # Activities leased at their turn's commit may be held in the parent (store/mongo/held.py).
+    held = {"pending": {"$elemMatch": {"lease_until": {"$gt": now}}}}
+    held_owners = {
+        p["lease_owner"]
+        for d in db.instances.find(held, {"pending": 1})
+        for p in d["pending"]
+        if p["lease_until"] > now
+    }
     return {
         "instances": db.instances.count_documents(live),
-        "activities": db.activities.count_documents(live),
+        "activities": db.activities.count_documents(live) + db.instances.count_documents(held),
         "owners": len(
-            set(db.instances.distinct("lease_owner", live)) | set(db.activities.distinct("lease_owner", live))
+            set(db.instances.distinct("lease_owner", live))
+            | set(db.activities.distinct("lease_owner", live))
+            | held_owners
         ),
     }
 
