@@ -24,7 +24,7 @@ from backend.domain.model import (
     is_terminal,
 )
 from backend.errors import AlreadyExists, LeaseLost
-from backend.store import sqlite_leases, sqlite_queries
+from backend.store import sqlite_leases, sqlite_queries, sqlite_writes
 from backend.store.base import (
     ActivityLease,
     Claim,
@@ -37,7 +37,7 @@ from backend.store.base import (
     WorkflowLease,
 )
 from backend.store.group_commit import GroupCommitter
-from backend.store.sqlite_schema import ELIGIBLE, SCHEMA, blob, from_seconds, migrate, to_seconds
+from backend.store.sqlite_schema import ELIGIBLE, SCHEMA, from_seconds, migrate, to_seconds
 
 T = TypeVar("T")
 
@@ -90,89 +90,6 @@ class SqliteStore(Store):
         await thread.call(disconnect)
         thread.stop()
 
-    # -- helpers (run on the store thread) -----------------------------------
-
-    @classmethod
-    def _insert_messages(cls, db: sqlite3.Connection, messages: list[Message]) -> None:
-        # Front messages take ids below every other (the inbox is read in id order); the
-        # last of them is placed first so that they keep their given order.
-        for m in reversed([m for m in messages if m.front]):
-            cls._insert_message(db, m, only_if_exists=True)
-        for m in messages:
-            if not m.front:
-                cls._insert_message(db, m, only_if_exists=True)
-
-    @staticmethod
-    def _insert_message(db: sqlite3.Connection, m: Message, *, only_if_exists: bool) -> bool:
-        if m.front:
-            (lowest,) = db.execute("SELECT COALESCE(MIN(id), 1) FROM inbox").fetchone()
-            sql = f"INSERT INTO inbox (id, app_id, instance_id, gate, visible_at, event) SELECT {int(lowest) - 1}, "
-            cur = db.execute(
-                sql + "?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM instances WHERE app_id=? AND instance_id=?)"
-                if only_if_exists
-                else sql + "?, ?, ?, ?, ?",
-                (
-                    m.target.app_id,
-                    m.target.instance_id,
-                    int(m.gate),
-                    to_seconds(m.visible_at),
-                    m.event.SerializeToString(),
-                    *((m.target.app_id, m.target.instance_id) if only_if_exists else ()),
-                ),
-            )
-            return cur.rowcount > 0
-        sql = "INSERT INTO inbox (app_id, instance_id, gate, visible_at, event) "
-        args = (
-            m.target.app_id,
-            m.target.instance_id,
-            int(m.gate),
-            to_seconds(m.visible_at),
-            m.event.SerializeToString(),
-        )
-        if only_if_exists:
-            cur = db.execute(
-                sql + "SELECT ?, ?, ?, ?, ? WHERE EXISTS "
-                "(SELECT 1 FROM instances WHERE app_id=? AND instance_id=?)",
-                (*args, m.target.app_id, m.target.instance_id),
-            )
-        else:
-            cur = db.execute(sql + "VALUES (?, ?, ?, ?, ?)", args)
-        return cur.rowcount > 0
-
-    @staticmethod
-    def _delete_instance(db: sqlite3.Connection, key: InstanceKey) -> None:
-        k = (key.app_id, key.instance_id)
-        db.execute("DELETE FROM instances WHERE app_id=? AND instance_id=?", k)
-        db.execute("DELETE FROM history WHERE app_id=? AND instance_id=?", k)
-        db.execute("DELETE FROM inbox WHERE app_id=? AND instance_id=?", k)
-        db.execute("DELETE FROM activities WHERE parent_app=? AND parent_id=?", k)
-
-    def _create(self, db: sqlite3.Connection, new: NewInstance, *, replace_terminal: bool) -> bool:
-        row = db.execute(
-            "SELECT status FROM instances WHERE app_id=? AND instance_id=?",
-            (new.key.app_id, new.key.instance_id),
-        ).fetchone()
-        if row is not None:
-            if not (replace_terminal and is_terminal(row[0])):
-                return False
-            self._delete_instance(db, new.key)
-        db.execute(
-            "INSERT INTO instances (app_id, instance_id, status, created_at, state, propagated, name) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                new.key.app_id,
-                new.key.instance_id,
-                new.state.workflowStatus,
-                to_seconds(new.created_at),
-                new.state.SerializeToString(),
-                blob(new.propagated),
-                new.state.name,
-            ),
-        )
-        if new.start is not None:
-            self._insert_message(db, new.start, only_if_exists=False)
-        return True
-
     # -- client side ---------------------------------------------------------
 
     async def create_instance(
@@ -184,10 +101,10 @@ class SqliteStore(Store):
         claim: Claim | None = None,
     ) -> WorkflowLease | None:
         def create(db: sqlite3.Connection) -> WorkflowLease | bool | None:
-            if not self._create(db, new, replace_terminal=replace_terminal):
+            if not sqlite_writes.create(db, new, replace_terminal=replace_terminal):
                 return False
             if seed is not None:
-                self._apply(db, seed, length=0, now=new.created_at)
+                sqlite_writes.apply(db, seed, length=0, now=new.created_at)
                 return None
             return sqlite_leases.lease_new(db, new, claim)
 
@@ -254,7 +171,7 @@ class SqliteStore(Store):
         )
 
     async def send(self, message: Message) -> bool:
-        return await self._run(lambda db: self._insert_message(db, message, only_if_exists=True))
+        return await self._run(lambda db: sqlite_writes.insert_message(db, message, only_if_exists=True))
 
     async def purge(self, key: InstanceKey, *, only_terminal: bool) -> bool:
         def purge(db: sqlite3.Connection) -> bool:
@@ -263,7 +180,7 @@ class SqliteStore(Store):
             ).fetchone()
             if row is None or (only_terminal and not is_terminal(row[0])):
                 return False
-            self._delete_instance(db, key)
+            sqlite_writes.delete_instance(db, key)
             return True
 
         return await self._run(purge)
@@ -294,47 +211,6 @@ class SqliteStore(Store):
             )
         )
 
-    def _apply(
-        self,
-        db: sqlite3.Connection,
-        commit: WorkflowCommit,
-        *,
-        length: int,
-        now: datetime,
-        claim: Claim | None = None,
-    ) -> list[ActivityLease]:
-        """Write a commit set; the caller has checked the lease (or just created the instance).
-        The activities `claim` took, leased."""
-        key = (commit.key.app_id, commit.key.instance_id)
-        if commit.reset_history:
-            db.execute("DELETE FROM history WHERE app_id=? AND instance_id=?", key)
-            db.execute(
-                "UPDATE instances SET propagated=? WHERE app_id=? AND instance_id=?",
-                (blob(commit.propagated), *key),
-            )
-            length = 0
-        db.executemany(
-            "INSERT INTO history (app_id, instance_id, seq, event) VALUES (?, ?, ?, ?)",
-            [(*key, length + n, e.SerializeToString()) for n, e in enumerate(commit.new_history)],
-        )
-        length += len(commit.new_history)
-        db.executemany("DELETE FROM inbox WHERE id=?", [(i,) for i in commit.consumed])
-        if commit.cancel_pending:
-            db.execute(
-                "DELETE FROM inbox WHERE app_id=? AND instance_id=? AND visible_at>?", (*key, to_seconds(now))
-            )
-            db.execute("DELETE FROM activities WHERE parent_app=? AND parent_id=?", key)
-        for new in commit.new_instances:
-            self._create(db, new, replace_terminal=True)
-        self._insert_messages(db, commit.messages)
-        leased = sqlite_leases.insert_activities(db, commit, now=now, claim=claim)
-        db.execute(
-            "UPDATE instances SET status=?, state=?, history_len=?, lease_owner=NULL, lease_token=NULL, "
-            "lease_until=NULL WHERE app_id=? AND instance_id=?",
-            (commit.state.workflowStatus, commit.state.SerializeToString(), length, *key),
-        )
-        return leased
-
     async def commit_workflow(
         self,
         lease: WorkflowLease,
@@ -344,7 +220,9 @@ class SqliteStore(Store):
         claim: Claim | None = None,
     ) -> list[ActivityLease]:
         def apply(db: sqlite3.Connection) -> list[ActivityLease]:
-            return self._apply(db, commit, length=sqlite_leases.check_lease(db, lease), now=now, claim=claim)
+            return sqlite_writes.apply(
+                db, commit, length=sqlite_leases.check_lease(db, lease), now=now, claim=claim
+            )
 
         return await self._run(apply)
 
@@ -379,7 +257,7 @@ class SqliteStore(Store):
             cur = db.execute("DELETE FROM activities WHERE id=? AND lease_token=?", (lease.id, lease.token))
             if cur.rowcount == 0:
                 raise LeaseLost(f"activity {lease.id} is no longer leased by this server")
-            self._insert_message(db, result, only_if_exists=True)
+            sqlite_writes.insert_message(db, result, only_if_exists=True)
             target = result.target
             if claim is None or claim.slots.get(target.app_id, 0) <= 0:
                 return None

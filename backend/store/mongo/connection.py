@@ -1,20 +1,22 @@
-"""Connecting to MongoDB: the client with the store's durability, and the checks that the
+"""Connecting to MongoDB: the client with the store's durability, the checks that the
 deployment can hold this store (a replica set or a sharded cluster: transactions and change
-streams need one)."""
+streams need one), and running a transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConfigurationError, PyMongoError
+from pymongo.errors import ConfigurationError, DuplicateKeyError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
 from backend.errors import InvalidArgument, Unavailable
-from backend.store.mongo.codec import DEFAULT_DATABASE, Doc
+from backend.store.mongo.codec import DEFAULT_DATABASE, DUPLICATE_RETRIES, SNAPSHOT, Doc, T, unavailable
 
 
 async def connect(
@@ -59,3 +61,22 @@ async def connect(
         await client.close()
         raise
     return client, db
+
+
+async def transaction(
+    client: AsyncMongoClient[Doc], write: WriteConcern, fn: Callable[[AsyncClientSession], Awaitable[T]]
+) -> T:
+    """Run `fn` in one transaction (snapshot reads, `write` commit); transient errors and
+    unknown commit results are retried by with_transaction, a duplicate key by running it
+    again (a concurrent insert committed after our snapshot: the next run sees it)."""
+    for attempt in range(DUPLICATE_RETRIES):
+        with unavailable():
+            async with client.start_session() as session:
+                try:
+                    return await session.with_transaction(
+                        fn, read_concern=SNAPSHOT, write_concern=write, read_preference=ReadPreference.PRIMARY
+                    )
+                except DuplicateKeyError:
+                    if attempt + 1 == DUPLICATE_RETRIES:
+                        raise
+    raise AssertionError("unreachable")

@@ -40,6 +40,7 @@ from backend.store.mongo.codec import (
     UNKNOWN_COUNT,
     WAITING,
     Doc,
+    from_micros,
     gates_for,
     inline_id,
     key_filter,
@@ -291,6 +292,36 @@ class Leases:
                     )
                 )
         return out
+
+    async def retry_stalled(self, app_id: str) -> int:
+        # Only the gating field changes; the client-visible state stays STALLED
+        # until the retried turn commits (RUNNING) or stalls again.
+        with unavailable():
+            result = await self._db.instances.update_many(
+                {"app_id": app_id, "status": STALLED},
+                {"$set": {"status": int(opb.ORCHESTRATION_STATUS_RUNNING)}},
+            )
+        return result.modified_count
+
+    async def next_due(self, app_id: str, *, now: datetime) -> datetime | None:
+        """When the app's next delayed work comes due: a timer, or a lease that expires."""
+        t = micros(now)
+        found: list[int] = []
+        with unavailable():
+            for collection, field in (
+                (self._db.inbox, "visible_at"),
+                (self._db.instances, "lease_until"),
+                (self._db.activities, "not_before"),
+                (self._db.activities, "lease_until"),
+            ):
+                doc = await collection.find_one(
+                    {"app_id": app_id, field: {"$gt": t}},
+                    projection={"_id": 0, field: 1},
+                    sort=[(field, ASCENDING)],
+                )
+                if doc is not None:
+                    found.append(int(doc[field]))
+        return from_micros(min(found)) if found else None
 
 
 async def read_inboxes(

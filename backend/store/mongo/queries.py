@@ -1,5 +1,6 @@
-"""The MongoDB store's operator queries (backend/admin): the filtered, keyset-paged instance
-listing, counts by status and the waiting-work report, with the indexes they need.
+"""The MongoDB store's queries: the client's instance lookups and, for operators
+(backend/admin), the filtered, keyset-paged instance listing, counts by status and the
+waiting-work report, with the indexes they need.
 
 Instance documents carry `name` (the workflow name, also inside `state`), written at
 creation; documents made before it existed get it from `backfill_names` at start.
@@ -19,7 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
 from backend.domain.model import InstanceKey
-from backend.store.base import ListedInstance, ListingCursor, ListingFilter, WaitingWork
+from backend.store.base import InstanceFilter, ListedInstance, ListingCursor, ListingFilter, WaitingWork
 from backend.store.mongo import held
 from backend.store.mongo.codec import Doc, from_micros, gates_for, micros, unavailable, unleased
 
@@ -233,3 +234,36 @@ async def waiting_work(db: AsyncDatabase[Doc], app_ids: frozenset[str] | None, n
         )
         for app, (n, oldest) in sorted(found.items())
     ]
+
+
+async def list_instance_ids(db: AsyncDatabase[Doc], app_id: str, after: str | None, limit: int) -> list[str]:
+    if limit == 0:
+        return []
+    with unavailable():
+        cursor = (
+            db.instances.find(
+                {"app_id": app_id, "instance_id": {"$gt": after or ""}},
+                projection={"instance_id": 1, "_id": 0},
+            )
+            .sort("instance_id", ASCENDING)
+            .limit(max(limit, 0))
+        )
+        return [str(d["instance_id"]) async for d in cursor]
+
+
+async def find_instances(db: AsyncDatabase[Doc], where: InstanceFilter) -> list[InstanceKey]:
+    query: Doc = {"app_id": where.app_id}
+    created: Doc = {}
+    if where.created_from is not None:
+        created["$gte"] = micros(where.created_from)
+    if where.created_to is not None:
+        created["$lte"] = micros(where.created_to)
+    if created:
+        query["created_at"] = created
+    if where.statuses:
+        query["status"] = {"$in": sorted(int(s) for s in where.statuses)}
+    with unavailable():
+        cursor = db.instances.find(query, projection={"instance_id": 1, "_id": 0}).sort(
+            "instance_id", ASCENDING
+        )
+        return [InstanceKey(where.app_id, str(d["instance_id"])) async for d in cursor]

@@ -51,12 +51,11 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from datetime import datetime
 
-from pymongo import ASCENDING, AsyncMongoClient
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
-from pymongo.read_preferences import ReadPreference
 
 from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
@@ -84,19 +83,15 @@ from backend.store.base import (
 from backend.store.mongo import history, queries, schema
 from backend.store.mongo.batch import GroupCommit
 from backend.store.mongo.codec import (
-    DUPLICATE_RETRIES,
     DURABILITY,
-    SNAPSHOT,
-    STALLED,
     Doc,
     T,
-    from_micros,
     key_filter,
     micros,
     object_id,
     unavailable,
 )
-from backend.store.mongo.connection import connect
+from backend.store.mongo.connection import connect, transaction
 from backend.store.mongo.feed import follow
 from backend.store.mongo.held import Held, is_held
 from backend.store.mongo.inbox import ClaimOnDelivery
@@ -186,35 +181,12 @@ class MongoStore(Store):
         return self._d.instances
 
     @property
-    def _history(self) -> AsyncCollection[Doc]:
-        return self._d.history
-
-    @property
-    def _inbox(self) -> AsyncCollection[Doc]:
-        return self._d.inbox
-
-    @property
     def _activities(self) -> AsyncCollection[Doc]:
         return self._d.activities
 
     async def _tx(self, fn: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
-        """Run `fn` in one transaction; transient errors and unknown commit results are
-        retried by with_transaction, a duplicate key by running it again."""
         assert self._client is not None, "store is not open"
-        for attempt in range(DUPLICATE_RETRIES):
-            with unavailable():
-                async with self._client.start_session() as session:
-                    try:
-                        return await session.with_transaction(
-                            fn,
-                            read_concern=SNAPSHOT,
-                            write_concern=self._write,
-                            read_preference=ReadPreference.PRIMARY,
-                        )
-                    except DuplicateKeyError:
-                        if attempt + 1 == DUPLICATE_RETRIES:
-                            raise
-        raise AssertionError("unreachable")
+        return await transaction(self._client, self._write, fn)
 
     # -- client side ---------------------------------------------------------------------------
 
@@ -270,38 +242,13 @@ class MongoStore(Store):
         with unavailable():
             return await history.read(self._d, key, start)
 
+    # Queries: backend/store/mongo/queries.py.
     async def list_instance_ids(self, app_id: str, *, after: str | None, limit: int) -> list[str]:
-        if limit == 0:
-            return []
-        with unavailable():
-            cursor = (
-                self._instances.find(
-                    {"app_id": app_id, "instance_id": {"$gt": after or ""}},
-                    projection={"instance_id": 1, "_id": 0},
-                )
-                .sort("instance_id", ASCENDING)
-                .limit(max(limit, 0))
-            )
-            return [str(d["instance_id"]) async for d in cursor]
+        return await queries.list_instance_ids(self._d, app_id, after, limit)
 
     async def find_instances(self, where: InstanceFilter) -> list[InstanceKey]:
-        query: Doc = {"app_id": where.app_id}
-        created: Doc = {}
-        if where.created_from is not None:
-            created["$gte"] = micros(where.created_from)
-        if where.created_to is not None:
-            created["$lte"] = micros(where.created_to)
-        if created:
-            query["created_at"] = created
-        if where.statuses:
-            query["status"] = {"$in": sorted(int(s) for s in where.statuses)}
-        with unavailable():
-            cursor = self._instances.find(query, projection={"instance_id": 1, "_id": 0}).sort(
-                "instance_id", ASCENDING
-            )
-            return [InstanceKey(where.app_id, str(d["instance_id"])) async for d in cursor]
+        return await queries.find_instances(self._d, where)
 
-    # Operator queries: backend/store/mongo/queries.py.
     async def list_instances(
         self, where: ListingFilter, *, after: ListingCursor | None, limit: int
     ) -> list[ListedInstance]:
@@ -435,30 +382,7 @@ class MongoStore(Store):
         return follow(self._d, self._w.own)
 
     async def retry_stalled(self, app_id: str) -> int:
-        # Only the gating field changes; the client-visible state stays STALLED
-        # until the retried turn commits (RUNNING) or stalls again.
-        with unavailable():
-            result = await self._instances.update_many(
-                {"app_id": app_id, "status": STALLED},
-                {"$set": {"status": int(opb.ORCHESTRATION_STATUS_RUNNING)}},
-            )
-        return result.modified_count
+        return await self._l.retry_stalled(app_id)
 
     async def next_due(self, app_id: str, *, now: datetime) -> datetime | None:
-        t = micros(now)
-        found: list[int] = []
-        with unavailable():
-            for collection, field in (
-                (self._inbox, "visible_at"),
-                (self._instances, "lease_until"),
-                (self._activities, "not_before"),
-                (self._activities, "lease_until"),
-            ):
-                doc = await collection.find_one(
-                    {"app_id": app_id, field: {"$gt": t}},
-                    projection={"_id": 0, field: 1},
-                    sort=[(field, ASCENDING)],
-                )
-                if doc is not None:
-                    found.append(int(doc[field]))
-        return from_micros(min(found)) if found else None
+        return await self._l.next_due(app_id, now=now)
