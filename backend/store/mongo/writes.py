@@ -264,15 +264,16 @@ class Writes:
 
     def lone_update(self, turn: Turn) -> Doc | None:
         """The turn's whole commit as one update of its instance document, if it writes
-        nothing else (no stored history or messages, no activities or new instances): as a
-        single-document write it is atomic without a transaction. Most last turns are."""
+        nothing else (no stored history or messages, no new instances, no activities but those
+        it holds): as a single-document write it is atomic without a transaction. Most last
+        turns are, and most turns that queue an activity."""
         commit = turn.commit
         if commit.reset_history or commit.cancel_pending or commit.new_instances or commit.messages:
             return None
         if turn.placed.consumed or turn.placed.history:
             return None
-        if commit.activities and not all(d.get("held") for d in turn.activities or ()):
-            return None
+        if commit.activities and not (turn.activities and all(d.get("held") for d in turn.activities)):
+            return None  # activities of the collection (only those held ride in the update)
         return self._instance_update(turn)
 
     async def apply(
