@@ -13,7 +13,8 @@ from backend.domain.model import InstanceKey, Message
 from backend.errors import LeaseLost
 from backend.store.base import ActivityLease, Claim, WorkflowLease
 from backend.store.mongo import MongoStore
-from backend.store.mongo.held import MAX_HELD
+from backend.store.mongo.codec import micros
+from backend.store.mongo.held import MAX_HELD, lapsed_query, renewal_query
 from backend.store.mongo.inbox import INLINE_MESSAGE_BYTES
 from tests.store.conftest import _mongodb_params
 from tests.store.test_contract import (
@@ -221,3 +222,33 @@ async def test_more_activities_than_a_parent_holds_are_stored(durable_url: str) 
         delivered = [n for lease in got if lease is not None for n in inbox_names(lease)]
         stored = await store._d.inbox.count_documents({"instance_id": "many"})
         assert len(delivered) + stored == len(names) and await _stored(store, key) == 0
+
+
+def _plans(plan: object) -> list[str]:
+    """Every stage name in an explain plan."""
+    if isinstance(plan, dict):
+        return [str(plan.get("stage", "")), *(s for v in plan.values() for s in _plans(v))]
+    if isinstance(plan, list):
+        return [s for v in plan for s in _plans(v)]
+    return []
+
+
+async def test_lapsed_and_renewed_held_activities_are_found_by_index(durable_url: str) -> None:
+    """Lease rounds and renewals look for held activities among every instance: that must be
+    an index lookup, never a scan of the collection (the indexes hold only instances that hold
+    activities)."""
+    async with mongo(durable_url) as store:
+        for n in range(3):
+            await store.create_instance(new(InstanceKey(APP, f"idle-{n}")), replace_terminal=False)
+        _, [act] = await _running_with(store, InstanceKey(APP, "busy"), "a")
+        for query, index in (
+            (lapsed_query(micros(at(100)), OTHER_APP), "held_until"),
+            (lapsed_query(micros(at(100))), "held_until"),
+            (renewal_query([act.token]), "held_token"),
+        ):
+            plan = (await store._d.instances.find(query).explain())["queryPlanner"]["winningPlan"]
+            assert "COLLSCAN" not in _plans(plan) and "IXSCAN" in _plans(plan), plan
+            assert index in str(plan)
+            assert [d["instance_id"] async for d in store._d.instances.find(query)] == ["busy"]
+        stats = await store._d.command("collStats", "instances")
+        assert stats["nindexes"] >= 2 and stats["indexSizes"]["held_until"] > 0

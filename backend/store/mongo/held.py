@@ -33,6 +33,10 @@ HELD_BYTES = 64 * 1024  # and their requests' bytes (the document also holds sta
 EVICT_EVERY_MICROS = 1_000_000  # between one app's searches for lapsed held activities
 EVICT_BATCH = 100  # instances moved per search
 
+# Matches the instances that hold any activity: the held indexes are partial on it, so that
+# the many instances holding none cost nothing there; every query on them includes it.
+HOLDING: Doc = {"pending.0": {"$exists": True}}
+
 Tx = Callable[[Callable[[AsyncClientSession], Awaitable[Any]]], Awaitable[Any]]
 
 
@@ -97,6 +101,20 @@ async def held_tokens(
     return {(p["_id"], str(p["lease_token"])) async for d in rows for p in d.get("pending") or ()}
 
 
+def lapsed_query(now: int, app_id: object = None) -> Doc:
+    """Instances holding an activity (of `app_id`, a value or condition) whose lease lapsed
+    (the held_until index)."""
+    match: Doc = {"lease_until": {"$lt": now}}
+    if app_id is not None:
+        match["app_id"] = app_id
+    return {**HOLDING, "pending": {"$elemMatch": match}}
+
+
+def renewal_query(tokens: list[str]) -> Doc:
+    """Instances holding an activity under one of these lease tokens (the held_token index)."""
+    return {**HOLDING, "pending.lease_token": {"$in": tokens}}
+
+
 class Held:
     def __init__(self, db: AsyncDatabase[Doc], tx: Tx, own: str) -> None:
         self._db = db
@@ -111,9 +129,8 @@ class Held:
         if last is not None and last <= now < last + EVICT_EVERY_MICROS:
             return
         self._searched[app_id] = now
-        lapsed = {"lease_until": {"$lt": now}, "app_id": app_id}  # the held_until index
         rows = self._db.instances.find(
-            {"pending": {"$elemMatch": lapsed}}, projection={"_id": 0, "app_id": 1, "instance_id": 1}
+            lapsed_query(now, app_id), projection={"_id": 0, "app_id": 1, "instance_id": 1}
         ).limit(EVICT_BATCH)
         for key in [InstanceKey(d["app_id"], d["instance_id"]) async for d in rows]:
             await self._move(key, lambda p: p["app_id"] == app_id and int(p["lease_until"] or 0) < now, 0)
@@ -146,7 +163,7 @@ class Held:
         held = [t for t in tokens if is_held(t)]
         if held:
             await self._db.instances.update_many(
-                {"pending.lease_token": {"$in": held}},
+                renewal_query(held),
                 {"$set": {"pending.$[a].lease_until": until}},
                 array_filters=[{"a.lease_token": {"$in": held}}],
             )
@@ -155,12 +172,10 @@ class Held:
 async def lapsed(db: AsyncDatabase[Doc], app_ids: frozenset[str] | None, now: int) -> list[tuple[str, float]]:
     """(app, since) of held activities whose lease lapsed, waiting for a lease round to move
     them (the operator view: store/mongo/queries.py); `app_ids` filters the activities' app."""
-    match: Doc = {"lease_until": {"$lt": now}}
-    if app_ids is not None:
-        match["app_id"] = {"$in": sorted(app_ids)}
     out: list[tuple[str, float]] = []
     projection = {"_id": 0, "pending._id": 1, "pending.app_id": 1, "pending.lease_until": 1}
-    async for d in db.instances.find({"pending": {"$elemMatch": match}}, projection=projection):
+    query = lapsed_query(now, None if app_ids is None else {"$in": sorted(app_ids)})
+    async for d in db.instances.find(query, projection=projection):
         for p in d.get("pending") or ():
             if int(p["lease_until"] or 0) < now and (app_ids is None or p["app_id"] in app_ids):
                 # Activities carry no enqueue time: their ObjectId's stands in (as in the collection).

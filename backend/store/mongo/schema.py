@@ -27,6 +27,7 @@ from pymongo.errors import OperationFailure
 
 from backend.errors import InvalidArgument
 from backend.store.mongo.codec import UNKNOWN_COUNT, Doc
+from backend.store.mongo.held import HOLDING
 
 VERSION = 4
 SCHEMA_ID = "schema"
@@ -105,9 +106,10 @@ async def create_indexes(db: AsyncDatabase[Doc]) -> None:
                 name="inline",
                 partialFilterExpression={"inline_n": {"$gt": 0}},
             ),
-            # Activities held in their parent (store/mongo/held.py): found lapsed, and renewed.
-            IndexModel([("pending.lease_until", a)], name="held_until"),
-            IndexModel([("pending.lease_token", a)], name="held_token"),
+            # Activities held in their parent (store/mongo/held.py): found lapsed, and renewed;
+            # only instances that hold some are indexed (held.HOLDING is in every such query).
+            IndexModel([("pending.lease_until", a)], name="held_until", partialFilterExpression=HOLDING),
+            IndexModel([("pending.lease_token", a)], name="held_token", partialFilterExpression=HOLDING),
         ]
     )
     await db.history.create_indexes(HISTORY_INDEXES)
