@@ -79,12 +79,7 @@ def listing_filter(where: ListingFilter, after: ListingCursor | None) -> Doc:
     if where.statuses:
         statuses = sorted(int(s) for s in where.statuses)
         query["status"] = statuses[0] if len(statuses) == 1 else {"$in": statuses}
-    created: Doc = {}
-    if where.created_from is not None:
-        created["$gte"] = micros(where.created_from)
-    if where.created_to is not None:
-        created["$lt"] = micros(where.created_to)
-    if created:
+    if created := _between(where.created_from, where.created_to, "$lt"):
         query["created_at"] = created
     if where.id_prefix:
         query["instance_id"] = {"$regex": "^" + re.escape(where.id_prefix)}
@@ -121,6 +116,16 @@ async def list_instances(
         )
         for d in docs
     ]
+
+
+def _between(start: datetime | None, end: datetime | None, upto: str) -> Doc:
+    """A created_at condition from `start` (inclusive) to `end` (`upto`: $lt or $lte)."""
+    out: Doc = {}
+    if start is not None:
+        out["$gte"] = micros(start)
+    if end is not None:
+        out[upto] = micros(end)
+    return out
 
 
 def _apps(app_ids: frozenset[str] | None) -> Doc:
@@ -253,12 +258,7 @@ async def list_instance_ids(db: AsyncDatabase[Doc], app_id: str, after: str | No
 
 async def find_instances(db: AsyncDatabase[Doc], where: InstanceFilter) -> list[InstanceKey]:
     query: Doc = {"app_id": where.app_id}
-    created: Doc = {}
-    if where.created_from is not None:
-        created["$gte"] = micros(where.created_from)
-    if where.created_to is not None:
-        created["$lte"] = micros(where.created_to)
-    if created:
+    if created := _between(where.created_from, where.created_to, "$lte"):  # both ends included
         query["created_at"] = created
     if where.statuses:
         query["status"] = {"$in": sorted(int(s) for s in where.statuses)}
