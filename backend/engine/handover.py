@@ -1,9 +1,9 @@
 """HandOver: new work written on this server starts on this server, without a lease query.
 
-A turn's new activities, a client's new instance and the parent that an activity result is
-delivered to are stored already leased to this server when a worker of their app has free
-slots here (engine/slots.py reserves them, the store takes
-a store.base.Claim); their dispatcher runs them at once. Everything else the write queued (a
+A turn's new activities, a client's new instance, the parent that an activity result is
+delivered to and the instance a client's message is sent to are stored already leased to this
+server when a worker of their app has free slots here (engine/slots.py reserves them, the store
+takes a store.base.Claim); their dispatcher runs them at once. Everything else the write queued (a
 message to another instance, work with no slot) is announced: the target instance's dispatcher
 claims it by key, or looks when it becomes due (engine/notify.py).
 """
@@ -83,6 +83,23 @@ class HandOver:
         )
         if won is None:
             self._notifier.hint(result.target)
+
+    async def send(self, message: Message) -> bool:
+        """Deliver a client's message; False if its target does not exist. If the target's app
+        has a free slot here, the store may lease the target to this server in the same write
+        (when it is free to take the message) and its turn starts at once; otherwise its
+        dispatcher is told."""
+        delivered = True
+
+        async def write(claim: Claim | None) -> WorkflowLease | None:
+            nonlocal delivered
+            delivered, won = await self._store.deliver(message, claim=claim)
+            return won
+
+        won = await self._with_workflow_slot(message.target.app_id, write)
+        if won is None and delivered:
+            self._notifier.delivered(message.target, message.visible_at, utcnow())
+        return delivered
 
     async def _with_workflow_slot(
         self, app_id: str, write: Callable[[Claim | None], Awaitable[WorkflowLease | None]]

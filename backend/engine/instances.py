@@ -117,9 +117,9 @@ class Instances:
     # -- messages ----------------------------------------------------------------
 
     async def _send(self, key: InstanceKey, event: hpb.HistoryEvent, gate: Gate) -> None:
-        if not await self._store.send(Message(target=key, event=event, gate=gate)):
+        # Its turn starts here if the instance is free and its app has a slot (engine/handover.py).
+        if not await self._handover.send(Message(target=key, event=event, gate=gate)):
             raise NotFound(f"no such instance exists: '{key.instance_id}' on app '{key.app_id}'")
-        self._notifier.hint(key)
 
     @metrics.counted("add_event")
     async def raise_event(self, key: InstanceKey, name: str, data: wrappers_pb2.StringValue | None) -> None:

@@ -179,6 +179,15 @@ class Store(abc.ABC):
     async def send(self, message: Message) -> bool:
         """Add a message to an existing instance's inbox; False if there is no such instance."""
 
+    async def deliver(
+        self, message: Message, *, claim: Claim | None = None
+    ) -> tuple[bool, WorkflowLease | None]:
+        """send(), and with `claim` (a slot for the target's app) the target may be leased to
+        the claimant in the same atomic write, as complete_activity does: (delivered, the
+        lease won, with every eligible message of the target's inbox). A store without that
+        write just sends."""
+        return await self.send(message), None
+
     @abc.abstractmethod
     async def purge(self, key: InstanceKey, *, only_terminal: bool) -> bool:
         """Delete an instance with its history, inbox and activities.

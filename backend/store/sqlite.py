@@ -173,6 +173,16 @@ class SqliteStore(Store):
     async def send(self, message: Message) -> bool:
         return await self._run(lambda db: sqlite_writes.insert_message(db, message, only_if_exists=True))
 
+    async def deliver(
+        self, message: Message, *, claim: Claim | None = None
+    ) -> tuple[bool, WorkflowLease | None]:
+        def deliver(db: sqlite3.Connection) -> tuple[bool, WorkflowLease | None]:
+            if not sqlite_writes.insert_message(db, message, only_if_exists=True):
+                return False, None
+            return True, _claim_target(db, message, claim) if message.visible_at is None else None
+
+        return await self._run(deliver)
+
     async def purge(self, key: InstanceKey, *, only_terminal: bool) -> bool:
         def purge(db: sqlite3.Connection) -> bool:
             row = db.execute(
@@ -258,21 +268,7 @@ class SqliteStore(Store):
             if cur.rowcount == 0:
                 raise LeaseLost(f"activity {lease.id} is no longer leased by this server")
             sqlite_writes.insert_message(db, result, only_if_exists=True)
-            target = result.target
-            if claim is None or claim.slots.get(target.app_id, 0) <= 0:
-                return None
-            won = sqlite_leases.lease_workflows(
-                db,
-                target.app_id,
-                owner=claim.owner,
-                now=claim.now,
-                until=claim.until,
-                limit=1,
-                control_only=False,
-                instance_ids=[target.instance_id],
-                not_waiting=True,
-            )
-            return won[0] if won else None
+            return _claim_target(db, result, claim)
 
         return await self._run(complete)
 
@@ -304,3 +300,23 @@ class SqliteStore(Store):
     async def next_due(self, app_id: str, *, now: datetime) -> datetime | None:
         value = await self._run(lambda db: sqlite_leases.next_due(db, app_id, now=now))
         return None if value is None else from_seconds(value)
+
+
+def _claim_target(db: sqlite3.Connection, message: Message, claim: Claim | None) -> WorkflowLease | None:
+    """Lease the target of a message just delivered to `claim`'s owner if it is free and may
+    take it now (not waiting), in the same transaction: store.base.Store.complete_activity."""
+    target = message.target
+    if claim is None or claim.slots.get(target.app_id, 0) <= 0:
+        return None
+    won = sqlite_leases.lease_workflows(
+        db,
+        target.app_id,
+        owner=claim.owner,
+        now=claim.now,
+        until=claim.until,
+        limit=1,
+        control_only=False,
+        instance_ids=[target.instance_id],
+        not_waiting=True,
+    )
+    return won[0] if won else None

@@ -252,3 +252,25 @@ async def test_lapsed_and_renewed_held_activities_are_found_by_index(durable_url
             assert [d["instance_id"] async for d in store._d.instances.find(query)] == ["busy"]
         stats = await store._d.command("collStats", "instances")
         assert stats["nindexes"] >= 2 and stats["indexSizes"]["held_until"] > 0
+
+
+async def test_a_message_whose_claim_takes_its_free_target_is_one_write(durable_url: str) -> None:
+    key = InstanceKey(APP, "event")
+    async with mongo(durable_url) as store:
+        lease = await store.create_instance(new(key), replace_terminal=False, claim=claim())
+        assert lease is not None
+        await store.commit_workflow(lease, commit_for(lease), now=T0)  # waits for an event
+        before = await _committed_transactions(store)
+        delivered, won = await store.deliver(Message(target=key, event=raised("go")), claim=claim(now=1))
+        assert delivered and won is not None and inbox_names(won) == ["go"]
+        assert await _committed_transactions(store) == before  # no transaction
+        assert await store._d.inbox.count_documents({"instance_id": "event"}) == 0
+        await store.commit_workflow(won, commit_for(won, status=COMPLETED), now=at(2))
+        assert await _committed_transactions(store) == before
+        # Its target now busy elsewhere, a message is stored by a transaction instead.
+        assert await store.send(msg(key, "wake"))
+        await lease_one(store, key, owner="other", now=at(3), until=at(60))
+        delivered, won = await store.deliver(Message(target=key, event=raised("late")), claim=claim(now=4))
+        assert delivered and won is None
+        assert await _committed_transactions(store) > before
+        assert await store._d.inbox.count_documents({"instance_id": "event"}) == 2

@@ -150,7 +150,9 @@ class GroupCommit:
             if any(item is x for x in lost):
                 _settle(item, LeaseLost(_lost_message(item.work)))
             elif isinstance(item.work, Send):
-                _settle(item, None, Committed(delivered=item.key not in delivery.missing))
+                claim = item.work.claim
+                lease = None if claim is None else delivery.leases.get(claim.token)
+                _settle(item, None, Committed(delivered=item.key not in delivery.missing, lease=lease))
             elif isinstance(item.work, Result) and item.work.claim is not None:
                 _settle(item, None, Committed(lease=delivery.leases.get(item.work.claim.token)))
             else:

@@ -96,16 +96,19 @@ def inline_doc(doc: Doc) -> Doc:
     return {k: doc[k] for k in ("_id", "seq", "gate", "visible_at", "event")}
 
 
-def _claiming_update(docs: list[Doc], claim: ClaimOnDelivery, *, lone: ObjectId | None = None) -> list[Doc]:
+def _claiming_update(
+    docs: list[Doc], claim: ClaimOnDelivery, *, lone: bool = False, held: ObjectId | None = None
+) -> list[Doc]:
     """Reserve the positions of `docs` (messages placed at the back; their `seq` filled here)
     and, if the instance is free and not waiting, lease it and hold them inline; else count
-    them as stored in the collection. `lone`: the held activity whose result this is, taken
-    out of `pending` if the claim wins; if it does not, nothing changes (the caller stores the
-    result in a transaction: store/mongo/lone.py). An update pipeline, so that it all happens
-    in the one findAndModify; each expression reads the document as it was before."""
+    them as stored in the collection. `lone`: if the claim does not win, nothing changes (the
+    caller stores the messages in a transaction: store/mongo/lone.py); `held`: the activity
+    whose result this is, taken out of `pending` if the claim wins. An update pipeline, so that
+    it all happens in the one findAndModify; each expression reads the document as it was
+    before."""
     free = claim.wins_expression()
     inline = {"$ifNull": ["$inline", []]}
-    held = {
+    joined = {
         "$concatArrays": [
             inline,
             [
@@ -125,30 +128,31 @@ def _claiming_update(docs: list[Doc], claim: ClaimOnDelivery, *, lone: ObjectId 
         return {"$cond": [free, then, f"${name}"]}
 
     fields: Doc = {
-        "inbox_seq": pick(seq, "inbox_seq") if lone is not None else seq,
+        "inbox_seq": pick(seq, "inbox_seq") if lone else seq,
         "lease_owner": pick({"$literal": claim.owner}, "lease_owner"),
         "lease_token": pick({"$literal": claim.token}, "lease_token"),
         "lease_until": pick(claim.until, "lease_until"),
         "generation": pick({"$add": [{"$ifNull": ["$generation", 0]}, 1]}, "generation"),
-        "inline": {"$cond": [free, held, inline]},
-        "inline_n": {"$size": {"$cond": [free, held, inline]}},
+        "inline": {"$cond": [free, joined, inline]},
+        "inline_n": {"$size": {"$cond": [free, joined, inline]}},
         "inbox_n": pick(stored, "inbox_n")
-        if lone is not None
+        if lone
         else {"$cond": [free, stored, {"$add": [stored, len(docs)]}]},
     }
-    if lone is not None:
-        rest = {"$filter": {"input": {"$ifNull": ["$pending", []]}, "cond": {"$ne": ["$$this._id", lone]}}}
+    if held is not None:
+        rest = {"$filter": {"input": {"$ifNull": ["$pending", []]}, "cond": {"$ne": ["$$this._id", held]}}}
         fields["pending"] = pick(rest, "pending")
     return [{"$set": fields}]
 
 
 def lone_claim(
-    target: InstanceKey, message: Message, claim: ClaimOnDelivery, activity: ObjectId
+    target: InstanceKey, message: Message, claim: ClaimOnDelivery, held: ObjectId | None = None
 ) -> list[Doc]:
-    """The update of an activity result committed alone (store/mongo/lone.py): if the claim
-    wins, the result held inline and the activity no longer pending; else no change."""
+    """The update of a message delivered alone (store/mongo/lone.py): if the claim wins, the
+    message held inline (and `held`, the activity whose result it is, no longer held); else
+    no change."""
     docs = Inbox.message_docs_of(target, [message], (0, 0), by="")
-    return _claiming_update(docs, claim, lone=activity)
+    return _claiming_update(docs, claim, lone=True, held=held)
 
 
 class Inbox:

@@ -10,20 +10,24 @@ when an item is alone in its batch (store/mongo/batch.py) and writes only that d
   entry under the result's lease token), leases the parent and holds the result inline
   (store/mongo/inbox.py). If the claim does not take the parent, nothing is written and the
   result takes a transaction, which removes the entry under the same fence.
+* A client's message (an event, a control message) with a claim that takes its free target:
+  the same findAndModify, without the fence. Otherwise a transaction stores it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bson import ObjectId
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
+from backend.domain.model import Message
 from backend.errors import LeaseLost
 from backend.store.base import WorkflowLease
 from backend.store.mongo import held
 from backend.store.mongo.codec import Doc, key_filter, unavailable
-from backend.store.mongo.inbox import inlinable, lone_claim
+from backend.store.mongo.inbox import ClaimOnDelivery, inlinable, lone_claim
 from backend.store.mongo.leases import NO_HISTORY, read_inboxes
 from backend.store.mongo.writes import Result, Send, Start, Turn, Writes
 
@@ -59,18 +63,24 @@ class Lone:
                 if done.matched_count != 1:
                     raise LeaseLost(f"lease on {work.commit.key} is no longer held")
                 return COMMITTED
-            if isinstance(work, Result) and _lone_result(work):
-                return await self._result(work)
+            if isinstance(work, Result) and work.claim is not None and _lone_result(work):
+                fence = held.holding(work.activity, work.token)
+                return await self._claiming(work.message, work.claim, fence, work.activity)
+            if isinstance(work, Send) and work.claim is not None and inlinable([work.message]):
+                return await self._claiming(work.message, work.claim, {}, None)
         return None
 
-    async def _result(self, work: Result) -> Committed | None:
-        claim, target = work.claim, work.message.target
-        assert claim is not None
+    async def _claiming(
+        self, message: Message, claim: ClaimOnDelivery, fence: Doc, activity: ObjectId | None
+    ) -> Committed | None:
+        """Deliver `message` with the write that claims its target, if the claim wins (and
+        takes `activity` out of the target's held ones); None, nothing written, if not."""
+        target = message.target
         async with self._client.start_session(causal_consistency=True) as s:
             # Majority-written in a causal session, as every claim is (store/mongo/leases.py).
             doc = await self._db.instances.find_one_and_update(
-                {**key_filter(target), **held.holding(work.activity, work.token)},
-                lone_claim(target, work.message, claim, work.activity),
+                {**key_filter(target), **fence},
+                lone_claim(target, message, claim, activity),
                 projection=NO_HISTORY,
                 return_document=ReturnDocument.AFTER,
                 session=s,
@@ -89,5 +99,5 @@ class Lone:
 
 
 def _lone_result(work: Result) -> bool:
-    """A result that may be its parent's one write: held there, with a claim, small."""
-    return work.claim is not None and held.is_held(work.token) and inlinable([work.message])
+    """A result that may be its parent's one write: its activity held there, small."""
+    return held.is_held(work.token) and inlinable([work.message])

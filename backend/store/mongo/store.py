@@ -261,9 +261,19 @@ class MongoStore(Store):
         return await queries.waiting_work(self._d, app_ids, micros(now))
 
     async def send(self, message: Message) -> bool:
+        return (await self.deliver(message))[0]
+
+    async def deliver(
+        self, message: Message, *, claim: Claim | None = None
+    ) -> tuple[bool, WorkflowLease | None]:
         # Shares a transaction with whatever else is being written (store/mongo/batch.py): a
-        # burst of raised events costs a few transactions, not one each.
-        return (await self._g.submit(Send(message), message.event.ByteSize())).delivered
+        # burst of raised events costs a few transactions, not one each; alone, a message whose
+        # claim takes its free target is one write (store/mongo/lone.py).
+        on = None
+        if claim is not None and claim.slots.get(message.target.app_id, 0) > 0 and message.visible_at is None:
+            on = ClaimOnDelivery(claim.owner, uuid.uuid4().hex, micros(claim.until), micros(claim.now))
+        done = await self._g.submit(Send(message, on), message.event.ByteSize())
+        return done.delivered, done.lease
 
     async def purge(self, key: InstanceKey, *, only_terminal: bool) -> bool:
         async def purge(s: AsyncClientSession) -> bool:

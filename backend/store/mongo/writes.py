@@ -80,9 +80,11 @@ class Start:
 
 @dataclass(frozen=True)
 class Send:
-    """A message from a client (an event, a control message): delivered if its target exists."""
+    """A message from a client (an event, a control message): delivered if its target exists
+    (and with `claim`, lease its target: store/mongo/inbox.py)."""
 
     message: Message
+    claim: ClaimOnDelivery | None = None
 
 
 @dataclass(frozen=True)
@@ -365,9 +367,10 @@ class Writes:
                 cancelled[0] if len(cancelled) == 1 else {"$or": cancelled}, session=s
             )
         claims: dict[InstanceKey, ClaimOnDelivery] = {}
-        for r in results:
-            if r.claim is not None:
-                claims.setdefault(r.message.target, r.claim)  # one claim per parent can win
+        claiming: list[Result | Send] = [*results, *sends]
+        for item in claiming:
+            if item.claim is not None:
+                claims.setdefault(item.message.target, item.claim)  # one claim per target can win
         delivery = await self.inbox.deliver(
             s, messages, placed=[d for n in starts for d in n.inbox], claims=claims
         )
