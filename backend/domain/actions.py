@@ -198,6 +198,8 @@ def create_timer(a: Applying, action: apb.WorkflowAction, route: opb.TaskRouter)
     if origin:
         getattr(created, origin).CopyFrom(getattr(timer, origin))
     a.history.append(ev.event(now, event_id=action.id, timerCreated=created))
+    if ev.never_fires(created):
+        return  # a "wait forever": nothing to queue (events.py)
     fire_at = ev.from_ts(timer.fireAt) if timer.HasField("fireAt") else now
     fired = ev.event(now, timerFired=hpb.TimerFiredEvent(fireAt=timer.fireAt, timerId=action.id))
     a.messages.append(Message(target=a.key, event=fired, visible_at=max(fire_at, now)))

@@ -28,6 +28,16 @@ def from_ts(stamp: timestamp_pb2.Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
+# SDKs wait "forever" with a timer at the end of time (durabletask-go: 9999-12-31T23:59:59.999999999Z
+# for WaitForSingleEvent with no timeout). A timer due in year 9999 never fires: it is recorded
+# in history, but nothing is queued for it and it keeps nothing pending.
+NEVER = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def never_fires(timer: hpb.TimerCreatedEvent) -> bool:
+    return timer.HasField("fireAt") and from_ts(timer.fireAt) >= NEVER
+
+
 def sv(value: str | None) -> wrappers_pb2.StringValue | None:
     return None if value is None else wrappers_pb2.StringValue(value=value)
 

@@ -175,6 +175,8 @@ def _seed(
             event.taskScheduled.parentTraceContext.CopyFrom(context)
             activities.append(activity_task(key, state.execution_id, event))
         elif event.HasField("timerCreated"):
+            if ev.never_fires(event.timerCreated):
+                continue  # nothing to queue for a "wait forever" (events.py)
             fire_at = ev.from_ts(event.timerCreated.fireAt)
             fired = ev.event(
                 now, timerFired=hpb.TimerFiredEvent(fireAt=event.timerCreated.fireAt, timerId=event.eventId)

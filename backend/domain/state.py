@@ -12,7 +12,7 @@ from datetime import datetime
 
 from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
-from backend.domain.events import from_ts, kind
+from backend.domain.events import from_ts, kind, never_fires
 
 
 @dataclass
@@ -113,7 +113,8 @@ class RuntimeState:
     def has_pending(self) -> bool:
         """An activity without its result, or a timer that has not fired: queued work in the
         store that an ending execution must drop."""
-        return not (self.tasks.keys() <= self.tasks_done and self.timers.keys() <= self.timers_fired)
+        timers = {t for t, created in self.timers.items() if not never_fires(created)}
+        return not (self.tasks.keys() <= self.tasks_done and timers <= self.timers_fired)
 
     def accepts(self, ev: hpb.HistoryEvent) -> bool:
         """Whether an inbox event is new: duplicates and orphans are dropped."""

@@ -6,6 +6,7 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from google.protobuf import timestamp_pb2
 
 from backend._proto import history_events_pb2 as hpb
 from backend._proto import orchestration_pb2 as opb
@@ -259,6 +260,17 @@ def test_create_timer() -> None:
     assert ev.from_ts(msg.event.timerFired.fireAt) == fire_at
     assert commit.activities == []
     assert commit.new_instances == []
+
+
+def test_a_timer_that_never_fires_is_recorded_but_not_queued() -> None:
+    commit = Turn(BASE).apply(response(action(3, createTimer=apb.CreateTimerAction(fireAt=FOREVER))))
+    [created] = added(commit, 1)
+    assert created.eventId == 3 and created.timerCreated.fireAt == FOREVER
+    assert commit.messages == []  # a "wait forever" queues nothing that would have to be dropped
+    near = timestamp_pb2.Timestamp(seconds=253370764799)  # 9998-12-31T23:59:59Z: an ordinary timer
+    commit = Turn(BASE).apply(response(action(3, createTimer=apb.CreateTimerAction(fireAt=near))))
+    [msg] = commit.messages
+    assert msg.event.timerFired.timerId == 3
 
 
 def test_timer_in_the_past_is_visible_now() -> None:
@@ -842,6 +854,9 @@ def test_every_completion_status_is_accepted(status: int) -> None:
 
 
 fire = ev.event(T0, event_id=1, timerCreated=hpb.TimerCreatedEvent())
+# durabletask-go's WaitForSingleEvent with no timeout: a timer at the end of time.
+FOREVER = timestamp_pb2.Timestamp(seconds=253402300799, nanos=999999999)  # 9999-12-31T23:59:59.999999999Z
+forever = ev.event(T0, event_id=2, timerCreated=hpb.TimerCreatedEvent(fireAt=FOREVER))
 
 
 @pytest.mark.parametrize(
@@ -850,6 +865,8 @@ fire = ev.event(T0, event_id=1, timerCreated=hpb.TimerCreatedEvent())
         ([], False),
         ([ev.event(T0, event_id=0, taskScheduled=hpb.TaskScheduledEvent(name="a"))], True),
         ([fire], True),
+        ([forever], False),  # it never fires: nothing of it is queued
+        ([forever, fire], True),
         (
             [
                 ev.event(T0, event_id=0, taskScheduled=hpb.TaskScheduledEvent(name="a")),
@@ -860,7 +877,7 @@ fire = ev.event(T0, event_id=1, timerCreated=hpb.TimerCreatedEvent())
             False,
         ),
     ],
-    ids=["nothing", "activity-running", "timer-waiting", "all-done"],
+    ids=["nothing", "activity-running", "timer-waiting", "forever-timer", "forever-and-timer", "all-done"],
 )
 def test_completion_drops_queued_work_only_when_some_is_left(
     past: list[hpb.HistoryEvent], pending: bool
