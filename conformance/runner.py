@@ -173,9 +173,20 @@ class Result:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return _free_ports(1)[0]
+
+
+def _free_ports(n: int) -> list[int]:
+    """`n` distinct free ports: held open together while chosen, so that two picks cannot
+    return the same port (CI once gave two apps one listener that way)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def store_for(store: str, label: str) -> str:
@@ -196,7 +207,7 @@ def start_server(
         # One listener for every app: the token alone tells the server which app is calling.
         shared = f"127.0.0.1:{_free_port()}"
         apps = dict.fromkeys(APPS, shared)
-    apps = apps or {app: f"127.0.0.1:{_free_port()}" for app in APPS}
+    apps = apps or {app: f"127.0.0.1:{port}" for app, port in zip(APPS, _free_ports(len(APPS)), strict=True)}
     cmd = [sys.executable, "-m", "backend", "serve", "--store", store, *SECURITY.server_args(apps)]
     cmd += ["--max-payload-bytes", str(PAYLOAD_LIMIT)]
     for app, address in apps.items():
@@ -226,8 +237,8 @@ def start_servers(
     procs: list[subprocess.Popen[bytes]] = []
     apps = {}
     try:
-        for app in APPS:
-            address = f"127.0.0.1:{_free_port()}"
+        for app, port in zip(APPS, _free_ports(len(APPS)), strict=True):
+            address = f"127.0.0.1:{port}"
             proc, _ = start_server(store, log_stem.with_name(f"{log_stem.name}-{app}.log"), {app: address})
             procs.append(proc)
             apps[app] = address
